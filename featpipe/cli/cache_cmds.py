@@ -1,0 +1,72 @@
+"""`featpipe cache ls` and `featpipe cache info`."""
+
+from __future__ import annotations
+
+import click
+
+from featpipe.cli.options import echo_json, json_option
+
+
+@click.group()
+def cache():
+    """Inspect the feature cache."""
+
+
+@cache.command("ls")
+@click.option("--cache-dir", default="cache", show_default=True, envvar="FEATPIPE_CACHE_DIR")
+@json_option
+def ls(cache_dir, as_json):
+    """List finished cache files (and interrupted extractions)."""
+    from featpipe.store import FeatureCache, list_caches
+
+    finished, partial = list_caches(cache_dir)
+    rows = []
+    for path in finished:
+        with FeatureCache(path) as c:
+            rows.append(c.describe())
+    if as_json:
+        echo_json({"caches": rows, "incomplete": [str(p) for p in partial]})
+        return
+    for row in rows:
+        split_rows = " ".join(f"{s}={n}" for s, n in row["rows"].items())
+        size = f"{row['image_size'][0]}x{row['image_size'][1]}"
+        click.echo(f"{row['path']}  {row['backbone']} {size} {row['pooling']} {row['weights']}  "
+                   f"{split_rows}  {_mb(row['bytes'])}")
+    for path in partial:
+        click.echo(f"{path}  (incomplete: rerun its extract command to resume)")
+    if not rows and not partial:
+        click.echo(f"no caches in {cache_dir}")
+
+
+@cache.command("info")
+@click.argument("file", type=click.Path(dir_okay=False))
+@json_option
+def info(file, as_json):
+    """Show what a cache FILE holds: key facts, rows, skipped files, size on disk."""
+    from featpipe.store import FeatureCache
+
+    with FeatureCache(file) as c:
+        row = c.describe()
+        skipped = {s: c.skipped(s) for s in c.splits}
+    if as_json:
+        echo_json({**row, "skipped_files": skipped})
+        return
+    for name in ("path", "key", "backbone", "weights", "image_size", "pooling", "feature_shape", "dtype",
+                 "classes", "device", "created"):
+        click.echo(f"{name:14} {row[name]}")
+    click.echo(f"{'dataset':14} {row['dataset']['root']} (fingerprint {row['dataset']['fingerprint'][:16]})")
+    for split, n in row["rows"].items():
+        t = row["timing"][split]
+        rate = f", {t['images_per_second']:.1f} img/s" if t["images_per_second"] else ""
+        click.echo(f"{split:14} {n} rows, {row['skipped'][split]} skipped, {t['seconds']:.1f}s{rate}")
+    click.echo(f"{'size':14} {_mb(row['bytes'])}")
+    for split, items in skipped.items():
+        for path, reason in items:
+            click.echo(f"skipped {path}: {reason}")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+COMMANDS = [cache]

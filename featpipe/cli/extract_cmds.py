@@ -1,0 +1,114 @@
+"""`featpipe extract`, `featpipe split` and `featpipe backbones`."""
+
+from __future__ import annotations
+
+import click
+
+from featpipe.cli.options import backbone_options, echo_json, json_option, parse_image_size
+
+
+@click.command()
+@click.argument("data", type=click.Path(file_okay=False))
+@backbone_options
+@click.option("--cache-dir", default="cache", show_default=True, envvar="FEATPIPE_CACHE_DIR",
+              help="Where cache files go (env FEATPIPE_CACHE_DIR).")
+@click.option("--splits", help="Comma-separated splits to extract (default: all present).")
+@click.option("--val-fraction", type=float, help="Carve a stratified validation split from train when there is none.")
+@click.option("--pooling", type=click.Choice(["avg", "max", "none"]), default="avg", show_default=True,
+              help="Global pooling of the feature maps; none keeps them (e.g. 10x10x2048).")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+              help="Storage dtype of the features.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Default: 128 on GPU, 32 on CPU.")
+@click.option("--crop-to-aspect-ratio", is_flag=True, help="Centre-crop to the target aspect ratio before resizing.")
+@click.option("--compression", type=click.Choice(["none", "gzip", "lzf"]), default="none", show_default=True)
+@click.option("--hash-content", is_flag=True, help="Fingerprint file contents too, not just sizes and times.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@json_option
+def extract(data, backbone, weights, image_size, preprocess, precision, seed, cache_dir, splits, val_fraction,
+            pooling, dtype, batch_size, crop_to_aspect_ratio, compression, hash_content, quiet, as_json):
+    """Run a frozen base once over each split of DATA (DATA/<split>/<class>/<image>) into the HDF5 cache.
+
+    \b
+    Examples:
+      featpipe extract data/cats_vs_dogs --backbone keras:VGG16
+      featpipe extract data/flowers --backbone xception_41_imagenet --val-fraction 0.2 --pooling none
+    """
+    from featpipe import runtime
+    from featpipe.backbones import load_backbone
+    from featpipe.data import load_image_folder
+    from featpipe.extract import extract as run_extract
+
+    size = parse_image_size(image_size)
+    dataset = load_image_folder(data, val_fraction=val_fraction, seed=seed)
+    device = runtime.configure(precision)
+    base = load_backbone(backbone, weights=weights, image_size=size, preprocess=preprocess, seed=seed)
+    if not base.pretrained:
+        click.echo("note: random-initialised weights (--weights none): features are not pretrained", err=True)
+    result = run_extract(
+        dataset, base, cache_dir, splits=splits.split(",") if splits else None, pooling=pooling, dtype=dtype,
+        batch_size=batch_size or runtime.default_batch_size(), compression=compression,
+        crop_to_aspect_ratio=crop_to_aspect_ratio, content_hash=hash_content, device=device["device"],
+        progress=not quiet,
+    )
+    _print_result(result)
+    if as_json:
+        echo_json(result.summary())
+
+
+def _print_result(result) -> None:
+    state = "cached" if result.cached else "extracted"
+    rows = ", ".join(f"{split} {n}" for split, n in result.rows.items())
+    click.echo(f"{state}: {result.path} ({rows} rows)")
+    for split, items in result.skipped.items():
+        for path, reason in items:
+            click.echo(f"skipped {path}: {reason}", err=True)
+    if result.images_per_second:
+        click.echo(f"extraction: {result.seconds:.1f}s of compute, {result.images_per_second:.1f} images/s")
+
+
+@click.command()
+@click.argument("src", type=click.Path(file_okay=False))
+@click.argument("dest", type=click.Path(file_okay=False))
+@click.option("--train", "n_train", type=click.IntRange(min=0), default=1000, show_default=True, help="Images per class.")
+@click.option("--validation", "n_validation", type=click.IntRange(min=0), default=500, show_default=True)
+@click.option("--test", "n_test", type=click.IntRange(min=0), default=1000, show_default=True)
+@click.option("--shuffle", is_flag=True, help="Pick images at random (seeded) instead of in file-number order.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def split(src, dest, n_train, n_validation, n_test, shuffle, seed):
+    """Lay out DEST/<split>/<class>/ from a flat SRC folder named like cat.12.jpg (Kaggle Dogs vs Cats).
+
+    Files are hard-linked where possible (copied otherwise); DEST must be new or empty.
+
+    \b
+    Example:
+      featpipe split kaggle/train data/cats_vs_dogs --train 1000 --validation 500 --test 1000
+    """
+    from featpipe.splitting import make_splits
+
+    placed = make_splits(src, dest, {"train": n_train, "validation": n_validation, "test": n_test},
+                         shuffle=shuffle, seed=seed)
+    for name, per_class in placed.items():
+        click.echo(f"{name}: " + ", ".join(f"{label} {n}" for label, n in per_class.items()))
+
+
+@click.command()
+@json_option
+def backbones(as_json):
+    """List well-known backbone specs with their default input size and feature-map shape.
+
+    Any keras.applications name (keras:<Name>) and any keras-hub image preset works too.
+    """
+    from featpipe.backbones import KNOWN_BACKBONES
+
+    rows = [{"spec": spec, "image_size": size, "feature_shape": list(shape)}
+            for spec, (size, shape) in KNOWN_BACKBONES.items()]
+    if as_json:
+        echo_json({"backbones": rows})
+        return
+    click.echo(f"{'spec':34} {'input':>9}  features (pooling none; avg/max -> last dim)")
+    for row in rows:
+        size, shape = row["image_size"], "x".join(map(str, row["feature_shape"]))
+        click.echo(f"{row['spec']:34} {f'{size}x{size}':>9}  {shape}")
+
+
+COMMANDS = [extract, split, backbones]
