@@ -103,11 +103,19 @@ def find_runs(paths: list[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
     for path in map(Path, paths):
         if not path.is_dir():
             raise FeatpipeError(f"no such run directory: {path}")
-        candidates = [path] if (path / RUN_FILE).exists() else sorted(
-            p.parent for p in path.rglob(RUN_FILE)
-        )
-        if not candidates:
-            candidates = sorted(p for p in path.iterdir() if p.is_dir()) or [path]
-        for run_dir in candidates:
+        for run_dir in _run_dirs(path):
             (finished if is_complete(run_dir) else unfinished).append(run_dir)
     return finished, unfinished
+
+
+def _run_dirs(path: Path) -> list[Path]:
+    """A run directory itself, or every run below a root: folders holding a run or metrics file, plus the
+    root's sub-folders that hold neither anywhere (runs that died before writing one)."""
+    if (path / RUN_FILE).exists():
+        return [path]
+    marked = {p.parent for name in (RUN_FILE, METRICS_FILE) for p in path.rglob(name)}
+    bare = {
+        child for child in path.iterdir()
+        if child.is_dir() and not any(child == m or child in m.parents for m in marked)
+    }
+    return sorted(marked | bare) or [path]

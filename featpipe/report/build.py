@@ -1,0 +1,50 @@
+"""write_report: finished run directories in, a comparison report (HTML, Markdown, JSON, CSV, PNGs) out."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from featpipe.errors import FeatpipeError
+from featpipe.report.collect import collect_runs, make_verdict, write_csv
+from featpipe.report.plots import write_plots
+from featpipe.report.render import build_document, to_html, to_markdown
+from featpipe.runs import write_json
+
+DEFAULT_TITLE = "featpipe comparison report"
+
+
+def write_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, *, smooth: float = 0.0,
+                 title: str | None = None, notes: list[str] | None = None) -> dict:
+    """Write report.html, report.md, summary.json, summary.csv and plots/*.png into out_dir.
+
+    Unfinished or unreadable runs are listed as skipped; FeatpipeError only when no run finished.
+    Returns {"html", "markdown", "summary_json", "summary_csv": Path, "plots": [Path, ...]}.
+    """
+    if not 0.0 <= smooth < 1.0:
+        raise FeatpipeError(f"smoothing factor must be in [0, 1), got {smooth}")
+    runs, skipped = collect_runs(run_dirs)
+    if not runs:
+        why = "; ".join(f"{s['run_dir']}: {s['reason']}" for s in skipped[:5])
+        more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
+        raise FeatpipeError(f"no finished run to report on{': ' + why if why else ''}{more}")
+    title = title or DEFAULT_TITLE
+    notes = list(notes or [])
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [run["row"] for run in runs]
+    verdict = make_verdict(rows)
+    plots = write_plots(runs, out_dir / "plots", smooth=smooth)
+    paths = {
+        "html": out_dir / "report.html",
+        "markdown": out_dir / "report.md",
+        "summary_json": out_dir / "summary.json",
+        "summary_csv": out_dir / "summary.csv",
+    }
+    write_json(paths["summary_json"],
+               {"title": title, "notes": notes, "verdict": verdict, "runs": rows, "skipped": skipped})
+    write_csv(rows, paths["summary_csv"])
+    blocks = build_document(title, notes, runs, verdict, skipped, plots)
+    paths["html"].write_text(to_html(blocks, title), encoding="utf-8")
+    paths["markdown"].write_text(to_markdown(blocks, out_dir), encoding="utf-8")
+    return {**paths, "plots": [p.path for p in plots]}

@@ -1,0 +1,84 @@
+"""Synthetic run directories for the report tests, written with the real finish_run and metrics code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from featpipe.metrics import classification_metrics
+from featpipe.runs import finish_run
+
+HOSTILE = "<script>alert(1)</script>"
+QUOTES = "\"&'"
+
+
+def split_metrics(classes: list[str], accuracy: float, n: int = 40, seed: int = 0) -> dict:
+    """classification_metrics on random probabilities rigged to hit `accuracy` exactly (round(accuracy * n) right)."""
+    rng = np.random.default_rng(seed)
+    k = len(classes)
+    y_true = rng.permutation(np.arange(n) % k)  # every class present, so ROC AUC is defined
+    proba = rng.dirichlet(np.ones(k), size=n)
+    n_right = round(accuracy * n)
+    for i, y in enumerate(y_true):
+        target = y if i < n_right else (y + 1) % k
+        proba[i, target] = proba[i].max() + 0.5
+    proba /= proba.sum(axis=1, keepdims=True)
+    return classification_metrics(y_true, proba, classes)
+
+
+def make_run(root: Path, name: str, *, path: str = "cached", backbone: str = "keras:VGG16", head: str = "logreg",
+             classes=("cat", "dog"), val: float = 0.8, test: float = 0.75, extract: float = 10.0,
+             fit: float = 2.0, total: float | None = None, images_per_second: float | None = 50.0,
+             pretrained: bool = True, history: dict | None = None, seed: int = 0) -> Path:
+    """A finished run directory at root/<dir name derived from name>."""
+    classes = list(classes)
+    end_to_end = path == "end-to-end"
+    info = {
+        "name": name,
+        "kind": "finetune" if end_to_end else "head",
+        "path": path,
+        "head": "finetune" if end_to_end else head,
+        "backbone": backbone,
+        "weights": "imagenet" if pretrained else "none",
+        "pretrained": pretrained,
+        "image_size": [32, 32],
+        "pooling": "avg",
+        "cache": None if end_to_end else {"path": str(root / "cache.h5"), "key": "abc123"},
+        "dataset": {"root": str(root / "data"), "fingerprint": "f00d", "classes": classes},
+        "params": {"C": 1.0} if not end_to_end else {"epochs": 8},
+        "seed": seed,
+        "versions": {"python": "3"},
+        "created": "2024-01-01T00:00:00+00:00",
+    }
+    metrics = {
+        "validation": split_metrics(classes, val, seed=seed),
+        "test": split_metrics(classes, test, seed=seed + 1000),
+        "selection": None if end_to_end else {
+            "metric": "accuracy",
+            "grid": [{"params": {"C": 0.1}, "score": val - 0.05}, {"params": {"C": 1.0}, "score": val}],
+            "best_params": {"C": 1.0},
+        },
+        "timing": {
+            "extract_seconds": 0.0 if end_to_end else extract,
+            "extract_images_per_second": None if end_to_end else images_per_second,
+            "fit_seconds": fit,
+            "predict_seconds": 0.1,
+            "total_seconds": total if total is not None else (fit + (0.0 if end_to_end else extract)),
+        },
+    }
+    run_dir = root / "".join(c if c.isalnum() else "_" for c in name)
+    return finish_run(run_dir, info, metrics, history)
+
+
+def make_history(epochs: int = 8, fine_tune_at: int | None = 5, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+
+    def curve(start: float, end: float) -> list[float]:
+        return (np.linspace(start, end, epochs) + rng.normal(0, 0.02, epochs)).tolist()
+
+    phases = [{"name": "frozen", "start_epoch": 0}]
+    if fine_tune_at is not None:
+        phases.append({"name": "fine-tune", "start_epoch": fine_tune_at})
+    return {"loss": curve(1.2, 0.3), "val_loss": curve(1.1, 0.5), "accuracy": curve(0.5, 0.95),
+            "val_accuracy": curve(0.5, 0.85), "phases": phases}

@@ -1,0 +1,169 @@
+import csv
+import json
+
+import pytest
+
+from featpipe.errors import FeatpipeError
+from featpipe.report import write_report
+from featpipe.report.collect import collect_runs, make_verdict
+from featpipe.runs import write_json
+from report_fixtures import make_history, make_run
+
+
+def _rows(runs):
+    return [r["row"] for r in runs]
+
+
+def test_write_report_produces_every_file(tmp_path):
+    make_run(tmp_path / "runs", "vgg-logreg")
+    make_run(tmp_path / "runs", "ft", path="end-to-end", val=0.9, fit=50, history=make_history())
+    paths = write_report([tmp_path / "runs"], tmp_path / "out" / "nested")
+    for key in ("html", "markdown", "summary_json", "summary_csv"):
+        assert paths[key].is_file() and paths[key].stat().st_size > 0, key
+    assert paths["html"].name == "report.html" and paths["markdown"].name == "report.md"
+    assert paths["plots"] and all(p.is_file() and p.suffix == ".png" for p in paths["plots"])
+
+
+def test_summary_rows_agree_exactly_with_metrics_json(tmp_path):
+    make_run(tmp_path, "a", val=0.7, test=0.675, extract=3.3, fit=1.1, images_per_second=12.5)
+    make_run(tmp_path, "b", backbone="xception_41_imagenet", head="svm", classes=["x", "y", "z"],
+             val=0.8, test=0.725, seed=3)
+    make_run(tmp_path, "c", path="end-to-end", val=0.6, test=0.6, fit=41.7, history=make_history())
+    paths = write_report([tmp_path], tmp_path / "report")
+    summary = json.loads(paths["summary_json"].read_text())
+    with open(paths["summary_csv"], newline="") as f:
+        csv_rows = {r["name"]: r for r in csv.DictReader(f)}
+    assert [r["name"] for r in summary["runs"]] == ["b", "a", "c"]  # ranked by validation accuracy
+    assert set(csv_rows) == {"a", "b", "c"}
+    for row in summary["runs"]:
+        metrics = json.loads((tmp_path / row["name"] / "metrics.json").read_text())
+        info = json.loads((tmp_path / row["name"] / "run.json").read_text())
+        expected = {
+            "val_accuracy": metrics["validation"]["accuracy"],
+            "test_accuracy": metrics["test"]["accuracy"],
+            "test_balanced_accuracy": metrics["test"]["balanced_accuracy"],
+            "test_log_loss": metrics["test"]["log_loss"],
+            "test_roc_auc": metrics["test"]["roc_auc"],
+            "extract_seconds": metrics["timing"]["extract_seconds"],
+            "fit_seconds": metrics["timing"]["fit_seconds"],
+            "total_seconds": metrics["timing"]["total_seconds"],
+        }
+        for key, value in expected.items():
+            assert row[key] == value, key
+            assert float(csv_rows[row["name"]][key]) == value, key  # exact, not approximately
+        for key in ("backbone", "head", "path", "pretrained", "image_size"):
+            assert row[key] == info[key]
+        assert csv_rows[row["name"]]["image_size"] == "32x32"
+        assert row["run_dir"] == str(tmp_path / row["name"])
+
+
+def test_verdict_picks_by_validation_and_reports_compute_ratio(tmp_path):
+    # The highest *test* accuracy is a decoy: selection must be on validation.
+    make_run(tmp_path, "decoy", val=0.70, test=0.95, extract=10, fit=2)
+    make_run(tmp_path, "cached-best", val=0.80, test=0.75, extract=10, fit=2)
+    make_run(tmp_path, "e2e-weak", path="end-to-end", val=0.75, test=0.9, fit=500)
+    make_run(tmp_path, "e2e-best", path="end-to-end", val=0.85, test=0.80, fit=300)
+    runs, skipped = collect_runs([tmp_path])
+    assert skipped == []
+    verdict = make_verdict(_rows(runs))
+    assert verdict["best"]["name"] == "e2e-best"
+    assert verdict["best_cached"]["name"] == "cached-best"
+    assert verdict["best_end_to_end"]["name"] == "e2e-best"
+    comparison = verdict["end_to_end_vs_cached"]
+    assert comparison["test_accuracy_delta"] == pytest.approx(0.80 - 0.75)
+    assert comparison["compute_ratio"] == pytest.approx(300 / 12)
+    assert "gained 5.00 percentage points" in verdict["lines"][3]
+    assert "25.0× the compute" in verdict["lines"][3]
+
+
+def test_verdict_reports_a_loss_for_end_to_end(tmp_path):
+    make_run(tmp_path, "cached", val=0.9, test=0.9, extract=4, fit=1)
+    make_run(tmp_path, "e2e", path="end-to-end", val=0.8, test=0.8, fit=20)
+    verdict = make_verdict(_rows(collect_runs([tmp_path])[0]))
+    assert verdict["best"]["name"] == "cached"
+    assert verdict["end_to_end_vs_cached"]["test_accuracy_delta"] == pytest.approx(-0.1)
+    assert verdict["end_to_end_vs_cached"]["compute_ratio"] == pytest.approx(4.0)
+    assert "lost 10.00 percentage points" in verdict["lines"][3]
+
+
+def test_ties_broken_by_test_accuracy_then_lower_compute(tmp_path):
+    make_run(tmp_path, "slow", val=0.8, test=0.8, extract=10, fit=50)
+    make_run(tmp_path, "fast", val=0.8, test=0.8, extract=10, fit=1)
+    make_run(tmp_path, "worse-test", val=0.8, test=0.7, extract=1, fit=0.1)
+    runs, _ = collect_runs([tmp_path])
+    assert [r["row"]["name"] for r in runs] == ["fast", "slow", "worse-test"]
+    assert [r["row"]["rank"] for r in runs] == [1, 2, 3]
+    assert make_verdict(_rows(runs))["best"]["name"] == "fast"
+
+
+@pytest.mark.parametrize("only", ["cached", "end-to-end"])
+def test_verdict_without_the_other_path(tmp_path, only):
+    make_run(tmp_path, "one", path=only, val=0.8, test=0.7)
+    verdict = make_verdict(_rows(collect_runs([tmp_path])[0]))
+    missing = "best_end_to_end" if only == "cached" else "best_cached"
+    assert verdict[missing] is None
+    assert verdict["end_to_end_vs_cached"] is None
+    assert verdict["best"]["name"] == "one"
+    other = "end-to-end" if only == "cached" else "cached"
+    assert f"No {other} run." in verdict["lines"]
+
+
+def test_zero_second_cached_run_gives_no_ratio(tmp_path):
+    make_run(tmp_path, "free", val=0.8, test=0.7, total=0.0)
+    make_run(tmp_path, "e2e", path="end-to-end", val=0.7, test=0.7, fit=5)
+    verdict = make_verdict(_rows(collect_runs([tmp_path])[0]))
+    assert verdict["end_to_end_vs_cached"]["compute_ratio"] is None
+    assert "undefined compute ratio" in verdict["lines"][3]
+
+
+def test_unfinished_and_missing_runs_are_skipped_with_reasons(tmp_path):
+    root = tmp_path / "runs"
+    make_run(root, "good")
+    crashed = root / "crashed"  # metrics written, died before run.json
+    crashed.mkdir()
+    write_json(crashed / "metrics.json", {"validation": {}})
+    running = make_run(root, "running")
+    info = json.loads((running / "run.json").read_text())
+    write_json(running / "run.json", {**info, "status": "running"})
+    broken = make_run(root, "broken")
+    (broken / "metrics.json").unlink()
+    missing = tmp_path / "does-not-exist"
+
+    paths = write_report([root, missing], tmp_path / "out")
+    summary = json.loads(paths["summary_json"].read_text())
+    assert [r["name"] for r in summary["runs"]] == ["good"]
+    reasons = {s["run_dir"]: s["reason"] for s in summary["skipped"]}
+    assert "no run.json" in reasons[str(crashed)]
+    assert "'running'" in reasons[str(running)]
+    assert "missing file" in reasons[str(broken)] and "metrics.json" in reasons[str(broken)]
+    assert "no such run directory" in reasons[str(missing)]
+    assert {s["name"] for s in summary["skipped"]} == {None, "running", "broken"}
+    html = paths["html"].read_text()
+    markdown = paths["markdown"].read_text()
+    for run_dir in reasons:
+        assert run_dir in html
+        assert run_dir.replace("_", r"\_") in markdown  # Markdown escapes its emphasis characters
+    assert "4 run(s) skipped" in html
+
+
+def test_a_run_passed_twice_is_reported_once(tmp_path):
+    run = make_run(tmp_path, "once")
+    runs, skipped = collect_runs([tmp_path, run])
+    assert len(runs) == 1 and skipped == []
+
+
+def test_no_finished_run_is_a_featpipe_error(tmp_path):
+    (tmp_path / "half").mkdir()
+    write_json(tmp_path / "half" / "metrics.json", {})
+    with pytest.raises(FeatpipeError, match="no finished run"):
+        write_report([tmp_path], tmp_path / "out")
+    with pytest.raises(FeatpipeError, match="no finished run"):
+        write_report([], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("smooth", [-0.1, 1.0, 2])
+def test_bad_smoothing_factor_is_a_featpipe_error(tmp_path, smooth):
+    make_run(tmp_path, "a")
+    with pytest.raises(FeatpipeError, match="smoothing"):
+        write_report([tmp_path], tmp_path / "out", smooth=smooth)
