@@ -129,12 +129,20 @@ def load_backbone(
         raise FeatpipeError(f"--weights must be imagenet, none or an existing file, got {weights!r}")
     size = _size_pair(image_size)
     backbone = _resolve(spec)(spec, weights, size)
+    _check_input_size(backbone)
     if preprocess is not None:
         backbone.preprocessing = preprocessing_config(preprocess)
     if weights == "none":
         backbone.weights_id = f"random(seed={seed})"
     backbone.model.trainable = False
     return backbone
+
+
+def _check_input_size(backbone: Backbone) -> None:
+    fixed = tuple(backbone.model.input_shape[1:3])
+    if any(want not in (None, got) for want, got in zip(fixed, backbone.image_size)):
+        raise FeatpipeError(f"{backbone.spec} takes {fixed[0]}x{fixed[1]} images only, "
+                            f"not {backbone.image_size[0]}x{backbone.image_size[1]}; drop --image-size")
 
 
 def _size_pair(size) -> tuple[int, int] | None:

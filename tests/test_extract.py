@@ -1,0 +1,132 @@
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from conftest import make_dataset
+from featpipe.backbones import load_backbone
+from featpipe.data import load_image_folder
+from featpipe.errors import FeatpipeError
+from featpipe.extract import extract
+from featpipe.pipeline import indexed_images
+from featpipe.store import CacheWriter, FeatureCache
+
+
+@pytest.fixture
+def base(tiny_model_file):
+    return load_backbone(tiny_model_file)
+
+
+def test_extracts_every_split_and_records_skipped(corrupt_dataset, base, tmp_path):
+    data = load_image_folder(corrupt_dataset)
+    result = extract(data, base, tmp_path / "cache", batch_size=4, progress=False)
+    assert not result.cached and result.rows == {"train": 12, "validation": 6, "test": 6}
+    assert sorted(p for p, _ in result.skipped["train"]) == [
+        "train/cat/text.png", "train/cat/truncated.jpg", "train/cat/zero.jpg"]
+    assert dict(result.skipped["train"])["train/cat/zero.jpg"] == "empty file"
+    with FeatureCache(result.path) as cache:
+        assert cache.classes == ["cat", "dog"] and cache.feature_shape == (16,)
+        assert cache.attrs["backbone"] == base.spec and cache.attrs["dataset"]["root"] == str(corrupt_dataset)
+        paths = cache.paths("train")
+        expected_labels = [data.splits["train"].labels[data.splits["train"].paths.index(p)] for p in paths]
+        assert cache.labels("train").tolist() == expected_labels
+        # The cached features are the model's features of exactly those images.
+        files = [os.path.join(corrupt_dataset, p) for p in cache.paths("test")]
+        images = np.stack([x for x, _ in indexed_images(files, base.image_size).as_numpy_iterator()])
+        np.testing.assert_allclose(cache.features("test"), base.feature_model("avg")(images), rtol=1e-5, atol=1e-6)
+
+
+def test_second_run_is_cached_and_any_change_makes_a_new_file(dataset, base, tmp_path):
+    data = load_image_folder(dataset)
+    first = extract(data, base, tmp_path, batch_size=5, progress=False)
+    mtime = first.path.stat().st_mtime_ns
+    again = extract(load_image_folder(dataset), base, tmp_path, batch_size=3, progress=False)
+    assert again.cached and again.path == first.path and first.path.stat().st_mtime_ns == mtime
+    variants = [
+        extract(data, base, tmp_path, pooling="max", progress=False),
+        extract(data, base, tmp_path, dtype="float16", progress=False),
+        extract(data, base, tmp_path, splits=["train", "test"], progress=False),
+        extract(data, base, tmp_path, crop_to_aspect_ratio=True, progress=False),
+        extract(data, load_backbone(base.spec, preprocess="tf"), tmp_path, progress=False),
+    ]
+    assert len({first.path, *(v.path for v in variants)}) == 6 and not any(v.cached for v in variants)
+    with FeatureCache(variants[1].path) as cache:
+        assert cache.features("train").dtype == np.float16
+    (dataset / "test" / "dog" / "dog.0.jpg").unlink()
+    changed = extract(load_image_folder(dataset), base, tmp_path, progress=False)
+    assert not changed.cached and changed.path != first.path and changed.rows["test"] == 5
+
+
+def test_spatial_features_and_val_fraction(tmp_path, base):
+    data = load_image_folder(make_dataset(tmp_path / "d", per_split={"train": 10, "test": 2}), val_fraction=0.2)
+    result = extract(data, base, tmp_path / "c", pooling="none", progress=False)
+    with FeatureCache(result.path) as cache:
+        assert cache.splits == ["train", "validation", "test"] and cache.n_rows("validation") == 4
+        assert cache.feature_shape == (8, 8, 16)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"splits": ["holdout"]}, "no split holdout"),
+    ({"pooling": "sum"}, "pooling must be one of"),
+    ({"dtype": "int8"}, "dtype must be one of"),
+    ({"batch_size": 0}, "batch size must be positive"),
+])
+def test_bad_options(dataset, base, tmp_path, kwargs, message):
+    with pytest.raises(FeatpipeError, match=message):
+        extract(load_image_folder(dataset), base, tmp_path, progress=False, **kwargs)
+
+
+def test_concurrent_extraction_of_the_same_key_is_refused(dataset, base, tmp_path):
+    data = load_image_folder(dataset)
+    probe = extract(data, base, tmp_path / "probe", progress=False)  # learn the file name of this key
+    final = tmp_path / "cache" / probe.path.name
+    with CacheWriter(final, probe.key, shard_rows=32):
+        with pytest.raises(FeatpipeError, match="another featpipe process is writing"):
+            extract(data, base, tmp_path / "cache", progress=False)
+
+
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    from featpipe import store
+    from featpipe.backbones import load_backbone
+    from featpipe.data import load_image_folder
+    from featpipe.extract import extract
+
+    data, model, cache, kill_after = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    original, written = store.CacheWriter.write_shard, []
+
+    def write_then_die(self, *args, **kwargs):
+        if len(written) == kill_after:
+            # Die halfway through the next shard: a temporary file is left behind, as in a real crash.
+            (self.partial_dir / "train-0000000099.tmp").write_bytes(b"half a shard")
+            os.kill(os.getpid(), signal.SIGKILL)
+        original(self, *args, **kwargs)
+        written.append(args[1])
+
+    store.CacheWriter.write_shard = write_then_die
+    extract(load_image_folder(data), load_backbone(model), cache, batch_size=4, progress=False)
+""")
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_run(corrupt_dataset, tiny_model_file, tmp_path):
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, str(corrupt_dataset), tiny_model_file, str(tmp_path / "resumed"), "2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert killed.returncode == -9, killed.stderr
+    partial = list((tmp_path / "resumed").glob("*.partial"))
+    assert len(partial) == 1 and len(list(partial[0].glob("train-*.h5"))) == 2
+    assert not list((tmp_path / "resumed").glob("*.h5"))  # nothing looks finished
+
+    data, base = load_image_folder(corrupt_dataset), load_backbone(tiny_model_file)
+    resumed = extract(data, base, tmp_path / "resumed", batch_size=8, progress=False)  # shard size is kept
+    whole = extract(data, base, tmp_path / "whole", batch_size=4, progress=False)
+    assert resumed.key == whole.key and not resumed.cached and not partial[0].exists()
+    with FeatureCache(resumed.path) as a, FeatureCache(whole.path) as b:
+        for split in b.splits:
+            np.testing.assert_array_equal(a.features(split), b.features(split))
+            np.testing.assert_array_equal(a.labels(split), b.labels(split))
+            assert a.paths(split) == b.paths(split) and a.skipped(split) == b.skipped(split)
