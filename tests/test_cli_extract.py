@@ -1,0 +1,109 @@
+"""The extraction commands as a user runs them: exit codes, one-line errors, JSON output."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from featpipe.cli import main
+from conftest import make_image
+
+
+def run(*args, **kwargs):
+    result = CliRunner().invoke(main, [str(a) for a in args], **kwargs)
+    assert "Traceback" not in result.output
+    return result
+
+
+def test_help_on_every_command():
+    for command in (["--help"], ["extract", "--help"], ["split", "--help"], ["backbones", "--help"],
+                    ["cache", "--help"], ["cache", "ls", "--help"], ["cache", "info", "--help"]):
+        result = run(*command)
+        assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_extract_then_cached_then_inspect(corrupt_dataset, tiny_model_file, tmp_path):
+    cache_dir = tmp_path / "cache"
+    first = run("extract", corrupt_dataset, "--backbone", tiny_model_file, "--cache-dir", cache_dir,
+                "--batch-size", 4, "--json")
+    assert first.exit_code == 0, first.output
+    summary = json.loads(first.stdout.strip().splitlines()[-1])
+    assert summary["cached"] is False and summary["rows"] == {"train": 12, "validation": 6, "test": 6}
+    assert summary["skipped"] == {"train": 3, "validation": 0, "test": 0}
+    assert "skipped train/cat/zero.jpg: empty file" in first.stderr
+    second = run("extract", corrupt_dataset, "--backbone", tiny_model_file, "--cache-dir", cache_dir, "--json")
+    assert json.loads(second.stdout.strip().splitlines()[-1])["cached"] is True
+    assert second.stdout.startswith("cached: ")
+
+    listing = run("cache", "ls", "--cache-dir", cache_dir)
+    assert listing.exit_code == 0 and "train=12 validation=6 test=6" in listing.output
+    info = run("cache", "info", summary["cache"], "--json")
+    described = json.loads(info.stdout)
+    assert described["key"] == summary["key"] and described["classes"] == ["cat", "dog"]
+    assert ["train/cat/text.png", "cannot identify image file"] in described["skipped_files"]["train"]
+
+
+def test_random_weights_are_announced(dataset, tmp_path):
+    result = run("extract", dataset, "--backbone", "keras:MobileNet(alpha=0.25)", "--weights", "none",
+                 "--image-size", 32, "--cache-dir", tmp_path, "-q")
+    assert result.exit_code == 0, result.output
+    assert "random-initialised" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["extract", "{missing}", "--backbone", "keras:VGG16"], "dataset folder not found"),
+    (["extract", "{data}", "--backbone", "keras:VGG61", "--weights", "none"], "unknown keras application"),
+    (["extract", "{data}", "--backbone", "{model}", "--splits", "train,holdout"], "no split holdout"),
+    (["extract", "{data}", "--backbone", "{model}", "--cache-dir", "{blocker}/c"], "cannot write to cache directory"),
+    (["extract", "{data}", "--backbone", "{model}", "--weights", "{missing}"], "--weights must be"),
+    (["cache", "info", "{missing}"], "no finished cache file"),
+    (["cache", "ls", "--cache-dir", "{missing}"], "cache directory not found"),
+])
+def test_bad_input_is_one_line_and_exit_1(dataset, tiny_model_file, tmp_path, args, message):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    fill = {"data": dataset, "model": tiny_model_file, "missing": tmp_path / "missing", "blocker": blocker}
+    result = run(*[a.format(**fill) for a in args])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("featpipe: error: ") and message in lines[-1]
+
+
+@pytest.mark.parametrize("args", [
+    ["extract", "x", "--backbone", "b", "--image-size", "big"],
+    ["extract", "x", "--backbone", "b", "--pooling", "sum"],
+    ["extract", "x"],
+    ["split", "a", "b", "--train", "-1"],
+])
+def test_bad_usage_exits_2(args):
+    result = run(*args)
+    assert result.exit_code == 2 and "Error:" in result.stderr
+
+
+def test_split_command(tmp_path):
+    for label in ("cat", "dog"):
+        for i in range(4):
+            make_image(tmp_path / "flat" / f"{label}.{i}.jpg", (9, 9, 9), seed=i)
+    result = run("split", tmp_path / "flat", tmp_path / "out", "--train", 2, "--validation", 1, "--test", 1)
+    assert result.exit_code == 0 and "train: cat 2, dog 2" in result.output
+    assert sorted(p.name for p in (tmp_path / "out" / "test" / "dog").iterdir()) == ["dog.3.jpg"]
+    again = run("split", tmp_path / "flat", tmp_path / "out")
+    assert again.exit_code == 1 and "not empty" in again.stderr
+
+
+def test_backbones_listing():
+    result = run("backbones", "--json")
+    rows = {row["spec"]: row for row in json.loads(result.stdout)["backbones"]}
+    assert rows["keras:VGG16"] == {"spec": "keras:VGG16", "image_size": 224, "feature_shape": [7, 7, 512]}
+    assert "xception_41_imagenet" in run("backbones").output
+
+
+def test_internal_errors_are_one_line(monkeypatch, dataset):
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk on fire\nsecond line")
+
+    monkeypatch.setattr("featpipe.data.load_image_folder", boom)
+    result = run("extract", dataset, "--backbone", "keras:VGG16")
+    assert result.exit_code == 3
+    assert result.stderr.strip() == ("featpipe: internal error: RuntimeError: disk on fire "
+                                     "(set FEATPIPE_DEBUG=1 for the traceback)")
