@@ -1,0 +1,90 @@
+"""`featpipe finetune` (the end-to-end path)."""
+
+from __future__ import annotations
+
+import click
+
+from featpipe.cli.options import backbone_options, echo_json, json_option, parse_image_size
+
+# Kept here, not imported, so `--help` does not import Keras; tests check it matches the library.
+DEFAULT_AUGMENT = "flip,rotation=0.1,zoom=0.2"
+
+
+@click.command()
+@click.argument("data", type=click.Path(file_okay=False))
+@backbone_options
+@click.option("--augment", default=DEFAULT_AUGMENT, show_default=True, metavar="SPEC",
+              help="Training-only augmentation: comma-separated flip[=horizontal|vertical|horizontal_and_vertical], "
+                   "rotation=F, zoom=F, translation=F, contrast=F, brightness=F; or none.")
+@click.option("--pooling", type=click.Choice(["avg", "max", "none"]), default="avg", show_default=True,
+              help="Pooling of the base's feature maps; none flattens them (the book's Flatten).")
+@click.option("--epochs", type=int, default=10, show_default=True, help="Phase 1 epochs (frozen base); 0 skips it.")
+@click.option("--fine-tune-epochs", type=int, default=10, show_default=True,
+              help="Phase 2 epochs (top of the base unfrozen); 0 skips it.")
+@click.option("--batch-size", type=int, help="Default: 128 on GPU, 32 on CPU.")
+@click.option("--learning-rate", type=float, default=1e-3, show_default=True, help="Phase 1 learning rate.")
+@click.option("--fine-tune-learning-rate", type=float, default=1e-5, show_default=True,
+              help="Phase 2 learning rate (low, so the pretrained features are adjusted, not destroyed).")
+@click.option("--optimizer", type=click.Choice(["rmsprop", "adam"]), default="rmsprop", show_default=True)
+@click.option("--unfreeze-top", type=int, metavar="N", help="Phase 2 trains the base's top N layers [default: 4].")
+@click.option("--unfreeze-from", metavar="LAYER", help="Phase 2 trains the base from LAYER up.")
+@click.option("--unfreeze-all", is_flag=True, help="Phase 2 trains the whole base (BatchNormalization stays frozen).")
+@click.option("--val-fraction", type=float, help="Carve a stratified validation split from train when there is none.")
+@click.option("--crop-to-aspect-ratio", is_flag=True, help="Centre-crop to the target aspect ratio before resizing.")
+@click.option("--runs-dir", default="runs", show_default=True, envvar="FEATPIPE_RUNS_DIR",
+              help="Where run directories go (env FEATPIPE_RUNS_DIR).")
+@click.option("--force", is_flag=True, help="Start over even if this run finished (or was interrupted) before.")
+@click.option("--quiet", "-q", is_flag=True, help="No per-epoch output.")
+@json_option
+def finetune(data, backbone, weights, image_size, preprocess, precision, seed, augment, pooling, epochs,
+             fine_tune_epochs, batch_size, learning_rate, fine_tune_learning_rate, optimizer, unfreeze_top,
+             unfreeze_from, unfreeze_all, val_fraction, crop_to_aspect_ratio, runs_dir, force, quiet, as_json):
+    """Train end to end for comparison: augmentation + frozen base + new head, then fine-tune the base's top.
+
+    An interrupted run resumes from its last finished epoch when the same command runs again; a finished
+    run is reused (--force starts over).
+
+    \b
+    Examples:
+      featpipe finetune data/cats_vs_dogs --backbone keras:VGG16 --epochs 30 --fine-tune-epochs 30
+      featpipe finetune data/flowers --backbone keras:MobileNetV2 --image-size 160 --unfreeze-from block_13_expand
+    """
+    from featpipe import runtime
+    from featpipe.backbones import load_backbone
+    from featpipe.data import load_image_folder
+    from featpipe.finetune import FineTuner, run_finetune
+
+    unfreeze = _unfreeze_spec(unfreeze_top, unfreeze_from, unfreeze_all)
+    size = parse_image_size(image_size)
+    dataset = load_image_folder(data, val_fraction=val_fraction, seed=seed)
+    device = runtime.configure(precision)
+    base = load_backbone(backbone, weights=weights, image_size=size, preprocess=preprocess, seed=seed)
+    if not base.pretrained:
+        click.echo("note: random-initialised weights (--weights none): nothing pretrained to transfer", err=True)
+    tuner = FineTuner(
+        base, augment=augment, pooling=pooling, epochs=epochs, fine_tune_epochs=fine_tune_epochs,
+        batch_size=runtime.default_batch_size() if batch_size is None else batch_size, learning_rate=learning_rate,
+        fine_tune_learning_rate=fine_tune_learning_rate, optimizer=optimizer, unfreeze=unfreeze,
+        crop_to_aspect_ratio=crop_to_aspect_ratio, seed=seed,
+    )
+    result = run_finetune(dataset, tuner, runs_dir, force=force, device=device["device"],
+                          verbose=0 if quiet else "auto")
+    summary = result.summary()
+    click.echo(f"{'reused' if result.reused else 'finished'}: {result.run_dir}")
+    click.echo(f"validation accuracy {summary['val_accuracy']:.4f}, test accuracy {summary['test_accuracy']:.4f}, "
+               f"{summary['seconds']:.1f}s")
+    if as_json:
+        echo_json(summary)
+
+
+def _unfreeze_spec(top: int | None, from_layer: str | None, unfreeze_all: bool) -> str:
+    from featpipe.errors import FeatpipeError
+
+    given = [spec for spec, used in ((f"top:{top}", top is not None), (f"from:{from_layer}", from_layer is not None),
+                                     ("all", unfreeze_all)) if used]
+    if len(given) > 1:
+        raise FeatpipeError("use only one of --unfreeze-top, --unfreeze-from and --unfreeze-all")
+    return given[0] if given else "top:4"
+
+
+COMMANDS = [finetune]

@@ -1,0 +1,180 @@
+"""featpipe.finetune: the two phases, frozen BatchNormalization, resume, the run directory and the exported model."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from conftest import make_dataset, tiny_cnn
+from finetune_fixtures import EpochLog, tiny_tuner
+
+from featpipe import runs
+from featpipe.augment import RANDOM_LAYERS
+from featpipe.data import load_image_folder
+from featpipe.errors import FeatpipeError
+from featpipe.finetune import CHECKPOINT_DIR, base_layers, run_finetune, unfreeze_start
+from featpipe.pipeline import labeled_images
+
+HEAD_WEIGHTS = {"dense/kernel", "dense/bias", "predictions/kernel", "predictions/bias"}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_model_file):
+    """One run on a dataset with unreadable files: frozen epoch, then top:2 (conv2, relu2) unfrozen."""
+    root = tmp_path_factory.mktemp("finetune")
+    data = load_image_folder(make_dataset(root / "data", corrupt=True))
+    tuner = tiny_tuner(tiny_model_file, unfreeze="top:2")
+    bn = tuner.backbone.model.get_layer("bn1")
+    stats = [w.numpy().copy() for w in bn.weights]
+    log = EpochLog()
+    result = run_finetune(data, tuner, root / "runs", callbacks=[log])
+    return {"root": root, "data": data, "tuner": tuner, "log": log, "result": result, "bn": bn, "bn_before": stats}
+
+
+def _short(paths: list[str]) -> set[str]:
+    return {"/".join(p.split("/")[-2:]) for p in paths}
+
+
+def test_frozen_phase_trains_only_the_head_then_the_top_layers_join(finished):
+    frozen, fine_tune = finished["log"].trainable
+    assert _short(frozen) == HEAD_WEIGHTS
+    assert _short(fine_tune) == HEAD_WEIGHTS | {"conv2/kernel", "conv2/bias"}
+    params = finished["result"].run["trainable_params"]
+    assert params["fine-tune"] - params["frozen"] == 8 * 16 * 9 + 16  # conv2's kernel and bias
+
+
+def test_batch_normalization_stays_frozen_and_in_inference_mode(finished):
+    bn = finished["bn"]
+    assert not bn.trainable
+    # Moving statistics move under training=True; gamma/beta move if trainable. Neither may change.
+    for before, after in zip(finished["bn_before"], bn.weights):
+        np.testing.assert_array_equal(before, after.numpy())
+
+
+def test_unfreeze_all_trains_the_whole_base_but_keeps_it_in_inference_mode(tmp_path, dataset):
+    # A base with dropout inside: the training model must still call it in inference mode.
+    inputs = keras.Input((32, 32, 3))
+    x = tiny_cnn()(inputs)
+    model_file = str(tmp_path / "dropout.keras")
+    keras.Model(inputs, keras.layers.Dropout(0.9, name="base_dropout")(x)).save(model_file)
+    log = EpochLog()
+    tuner = tiny_tuner(model_file, unfreeze="all", augment="none", epochs=0, dropout=0.0)
+    tuner.fit(load_image_folder(dataset), callbacks=[log])
+    (trainable,) = log.trainable
+    assert _short(trainable) == HEAD_WEIGHTS | {"conv1/kernel", "conv1/bias", "conv2/kernel", "conv2/bias"}
+    assert tuner.history_["phases"] == [{"name": "fine-tune", "start_epoch": 0}]
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(tuner.training_model_(images, training=True),
+                               tuner.training_model_(images, training=False), rtol=1e-6)
+
+
+def test_run_directory_has_the_shared_format_with_both_phases(finished):
+    result = finished["result"]
+    loaded = runs.load_run(result.run_dir)
+    info, metrics, history = loaded["run"], loaded["metrics"], loaded["history"]
+    assert (info["kind"], info["path"], info["head"], info["model_file"]) == ("finetune", "end-to-end", "finetune", "model.keras")
+    assert info["dataset"]["classes"] == ["cat", "dog"] and info["cache"] is None
+    assert info["params"]["unfreeze"] == "top:2" and info["params"]["augment"] == "flip=horizontal,rotation=0.1,zoom=0.2"
+    assert history["phases"] == [{"name": "frozen", "start_epoch": 0}, {"name": "fine-tune", "start_epoch": 1}]
+    assert all(len(history[k]) == 2 for k in ("loss", "accuracy", "val_loss", "val_accuracy"))
+    assert metrics["validation"]["n"] == 6 and metrics["test"]["n"] == 6
+    best = int(np.argmin(history["val_loss"]))
+    assert metrics["selection"]["best_params"]["epoch"] == best + 1
+    assert metrics["selection"]["score"] == pytest.approx(history["val_loss"][best])
+    timing = metrics["timing"]
+    assert set(timing["phase_seconds"]) == {"frozen", "fine-tune"} and timing["extract_seconds"] == 0
+    assert timing["total_seconds"] >= timing["fit_seconds"] == pytest.approx(sum(timing["phase_seconds"].values()))
+    assert timing["images_per_second"] > 0
+    assert not (result.run_dir / CHECKPOINT_DIR).exists()  # checkpoints go once the run is complete
+
+
+def test_saved_model_maps_images_to_probabilities_without_augmentation(finished):
+    model = keras.saving.load_model(finished["result"].run_dir / "model.keras")
+    assert not [layer for layer in model._flatten_layers() if isinstance(layer, RANDOM_LAYERS)]
+    data = finished["data"]
+    images, _ = next(iter(labeled_images(data.files("test"), data.splits["test"].labels, (32, 32), 6)))
+    proba = model(images).numpy()
+    assert proba.shape == (6, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-6)
+    np.testing.assert_allclose(proba, finished["tuner"].model_(images).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_finished_run_is_reused_and_force_starts_over(finished, tiny_model_file):
+    data, root = finished["data"], finished["root"]
+    again = run_finetune(data, tiny_tuner(tiny_model_file, unfreeze="top:2"), root / "runs")
+    assert again.reused and again.run_dir == finished["result"].run_dir
+    assert again.metrics == finished["result"].metrics
+    other = run_finetune(data, tiny_tuner(tiny_model_file, unfreeze="top:2", augment="none", fine_tune_epochs=0),
+                         root / "runs")
+    assert not other.reused and other.run_dir != again.run_dir
+
+
+def test_interrupted_run_resumes_from_its_last_finished_epoch(tmp_path, tiny_model_file):
+    data = load_image_folder(make_dataset(tmp_path / "data", classes=("cat", "dog", "fox")))
+    first = EpochLog(interrupt_after=0)
+    with pytest.raises(KeyboardInterrupt):
+        run_finetune(data, tiny_tuner(tiny_model_file, epochs=2), tmp_path / "runs", callbacks=[first])
+    second = EpochLog()
+    result = run_finetune(data, tiny_tuner(tiny_model_file, epochs=2), tmp_path / "runs", callbacks=[second])
+    assert first.begun == [0] and second.begun == [1, 2]  # epoch 0 is not redone
+    # The resumed epoch starts from the weights the interrupted one ended with, not a fresh head.
+    np.testing.assert_array_equal(second.kernels["begin"][0], first.kernels["end"][0])
+    history = runs.load_run(result.run_dir)["history"]
+    assert len(history["loss"]) == 3
+    assert history["phases"] == [{"name": "frozen", "start_epoch": 0}, {"name": "fine-tune", "start_epoch": 2}]
+    assert set(result.metrics["timing"]["phase_seconds"]) == {"frozen", "fine-tune"}
+    assert len(result.metrics["test"]["per_class"]) == 3
+
+
+def test_unfreeze_specs_resolve_to_a_layer_index(tiny_model_file):
+    base = tiny_tuner(tiny_model_file).backbone.model
+    names = [layer.name for layer in base_layers(base)]
+    assert names == ["conv1", "bn1", "relu1", "conv2", "relu2"]
+    assert unfreeze_start(base, "top:2") == 3
+    assert unfreeze_start(base, "from:relu1") == 2
+    assert unfreeze_start(base, "all") == 0
+    with pytest.raises(FeatpipeError, match="between 1 and 5"):
+        unfreeze_start(base, "top:6")
+    with pytest.raises(FeatpipeError, match="no layer 'conv3'.*did you mean"):
+        unfreeze_start(base, "from:conv3")
+    with pytest.raises(FeatpipeError, match="expected top:N"):
+        unfreeze_start(base, "middle")
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"epochs": -1}, "--epochs must be 0 or more"),
+    ({"epochs": 0, "fine_tune_epochs": 0}, "nothing to train"),
+    ({"optimizer": "sgd"}, "--optimizer must be one of"),
+    ({"fine_tune_learning_rate": 0}, "must be positive"),
+    ({"augment": "flip,blur=2"}, "unknown augmentation 'blur'"),
+    ({"unfreeze": "top:0"}, "--unfreeze-top must be between"),
+])
+def test_bad_options_are_clear_errors(tiny_model_file, params, message):
+    with pytest.raises(FeatpipeError, match=message):
+        tiny_tuner(tiny_model_file, **params).check()
+
+
+def test_dataset_without_validation_or_test_is_refused(tmp_path, tiny_model_file):
+    no_val = load_image_folder(make_dataset(tmp_path / "a", per_split={"train": 4, "test": 2}))
+    with pytest.raises(FeatpipeError, match="no validation/ split.*--val-fraction"):
+        run_finetune(no_val, tiny_tuner(tiny_model_file), tmp_path / "runs")
+    no_test = load_image_folder(make_dataset(tmp_path / "b", per_split={"train": 4, "validation": 2}))
+    with pytest.raises(FeatpipeError, match="no test/ split"):
+        run_finetune(no_test, tiny_tuner(tiny_model_file), tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_gpu_configuration_mixed_precision_and_augmentation_in_the_model(dataset, tiny_model_file):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        tuner = tiny_tuner(tiny_model_file, fine_tune_epochs=0, augment_in_model=True)
+        tuner.fit(load_image_folder(dataset))
+        assert tuner.model_.get_layer("dense").compute_dtype == "float16"
+        assert tuner.model_.output.dtype == "float32"
+        assert tuner.training_model_.get_layer("augmentation") is tuner.augmentation_
+        assert not [layer for layer in tuner.model_._flatten_layers() if isinstance(layer, RANDOM_LAYERS)]
+        labels, proba = tuner.predict_split(load_image_folder(dataset), "test")
+        assert proba.dtype == np.float32 and len(labels) == len(proba) == 6
+        np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-6)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
