@@ -85,6 +85,12 @@ class Backbone:
     extra: dict = field(default_factory=dict)
 
     @property
+    def label(self) -> str:
+        """A short name for file names: the application, preset or model file name."""
+        name = self.spec.split("(")[0].removeprefix("keras:")
+        return Path(name.rstrip("/")).name if self.kind != "keras" else name
+
+    @property
     def pretrained(self) -> bool:
         return self.weights != "none"
 

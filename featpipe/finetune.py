@@ -37,7 +37,7 @@ from featpipe.augment import DEFAULT_AUGMENT, augment_dataset, augmentation, can
 from featpipe.backbones import Backbone, pooling_layer
 from featpipe.data import ImageFolder
 from featpipe.errors import FeatpipeError
-from featpipe.extract import _backbone_label, versions
+from featpipe.extract import versions
 from featpipe.metrics import classification_metrics
 from featpipe.pipeline import labeled_images
 from featpipe.preprocessing import Preprocessing
@@ -157,7 +157,7 @@ class FineTuner:
         train = self._train_dataset(data)
         val = self._dataset(data, "validation")
         with _directory(checkpoint_dir) as directory:
-            progress = Progress(directory)
+            progress = ResumeState(directory)
             for name, start, end, rate in self.plan():
                 self._restore(progress)
                 self._set_phase(name)
@@ -243,12 +243,12 @@ class FineTuner:
         self.training_model_.compile(optimizer=OPTIMIZERS[self.optimizer](learning_rate=learning_rate),
                                      loss=self.loss_, metrics=["accuracy"])
 
-    def _restore(self, progress: "Progress") -> None:
+    def _restore(self, progress: "ResumeState") -> None:
         # The inference model holds every trained weight but no optimizer, so best weights load anywhere.
         if progress.best:
             self.model_.load_weights(progress.path(progress.best["weights"]))
 
-    def _record(self, progress: "Progress") -> None:
+    def _record(self, progress: "ResumeState") -> None:
         self.history_ = progress.history()
         self.best_ = {k: progress.best[k] for k in ("phase", "epoch", "val_loss")} if progress.best else None
         self.phase_seconds_ = progress.phase_seconds()
@@ -333,7 +333,7 @@ def _directory(path):
 # --- progress: what makes a killed run resumable ---------------------------------------------------------
 
 
-class Progress:
+class ResumeState:
     """Epoch records, the best weights so far and the last epoch's training state, committed as one JSON file.
 
     Weight files are named by epoch and only the committed JSON points at them, so a run killed while
@@ -399,7 +399,7 @@ class Progress:
 class EpochCheckpoint(keras.callbacks.Callback):
     """Commits each finished epoch to `progress`; at the start of a phase, resumes from its last epoch."""
 
-    def __init__(self, progress: Progress, phase: str, inference_model: keras.Model):
+    def __init__(self, progress: ResumeState, phase: str, inference_model: keras.Model):
         super().__init__()
         self.progress, self.phase, self.inference_model = progress, phase, inference_model
         self.clock = time.perf_counter()
@@ -449,7 +449,7 @@ def run_key(data: ImageFolder, tuner: FineTuner) -> str:
 
 
 def run_name(data: ImageFolder, tuner: FineTuner) -> str:
-    return f"finetune-{_backbone_label(tuner.backbone)}-{tuner.backbone.image_size[0]}-{run_key(data, tuner)[:10]}"
+    return f"finetune-{tuner.backbone.label}-{tuner.backbone.image_size[0]}-{run_key(data, tuner)[:10]}"
 
 
 def run_finetune(data: ImageFolder, tuner: FineTuner, runs_dir: str | os.PathLike = "runs", *, force: bool = False,
