@@ -54,9 +54,9 @@ def main(verbose: int) -> None:
 
 
 def _register() -> None:
-    from featpipe.cli import cache_cmds, extract_cmds, finetune_cmds, head_cmds
+    from featpipe.cli import cache_cmds, extract_cmds, finetune_cmds, head_cmds, report_cmds
 
-    for module in (extract_cmds, cache_cmds, head_cmds, finetune_cmds):
+    for module in (extract_cmds, cache_cmds, head_cmds, finetune_cmds, report_cmds):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -1,0 +1,125 @@
+"""The comparison grid: every backbone extracted once, every head on every cache, optionally the
+end-to-end path, then the report. Each step reuses what is finished, so an interrupted grid resumes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from featpipe.errors import FeatpipeError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Experiment:
+    """One grid: backbones x heads (+ fine-tuning) on one dataset. Field names match the TOML file's keys."""
+
+    data: str
+    backbones: list[str]
+    heads: list[str] = field(default_factory=lambda: ["dense", "logreg", "linear-svm", "svm"])
+    finetune: bool = False
+    weights: str = "default"
+    image_size: int | None = None
+    pooling: str = "avg"
+    val_fraction: float | None = None
+    seed: int = 0
+    batch_size: int | None = None
+    params: list[str] = field(default_factory=list)
+    epochs: int = 10
+    fine_tune_epochs: int = 10
+    unfreeze: str = "top:4"
+    cache_dir: str = "cache"
+    runs_dir: str = "runs"
+    precision: str = "auto"
+
+    def __post_init__(self):
+        if not self.backbones:
+            raise FeatpipeError("the experiment names no backbone")
+        if not self.heads and not self.finetune:
+            raise FeatpipeError("the experiment names no head and no fine-tuning: nothing to compare")
+
+
+def load_experiment(path: str | os.PathLike, **overrides) -> Experiment:
+    """An Experiment from a TOML file (top-level keys = Experiment fields); relative paths are taken
+    relative to the file. `overrides` that are not None win over the file."""
+    path = Path(path)
+    try:
+        config = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise FeatpipeError(f"experiment file not found: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise FeatpipeError(f"bad TOML in {path}: {e}") from None
+    known = {f.name for f in fields(Experiment)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise FeatpipeError(f"{path}: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    for key in ("data", "cache_dir", "runs_dir"):
+        if key in config:
+            config[key] = str(path.parent / config[key])
+    config.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Experiment(**config)
+    except TypeError as e:
+        raise FeatpipeError(f"{path}: {e}") from None
+
+
+def run_experiment(exp: Experiment, progress: bool = True) -> tuple[list[Path], list[str]]:
+    """Run (or resume) the grid; returns the run directories and notes for the report."""
+    from featpipe import runtime
+    from featpipe.data import load_image_folder
+
+    data = load_image_folder(exp.data, val_fraction=exp.val_fraction, seed=exp.seed)
+    device = runtime.configure(exp.precision)["device"]
+    batch_size = exp.batch_size or runtime.default_batch_size()
+    run_dirs, notes = [], []
+    for spec in exp.backbones:
+        backbone = _load(exp, spec)
+        if not backbone.pretrained:
+            notes.append(f"{spec}: random-initialised weights, so its accuracies show the pipeline at work, "
+                         "not what pretrained features reach")
+        run_dirs += _cached_heads(exp, data, backbone, batch_size, device, progress)
+        if exp.finetune:
+            run_dirs.append(_finetune(exp, data, backbone, batch_size, device))
+    return run_dirs, notes
+
+
+def _load(exp: Experiment, spec: str):
+    from featpipe.backbones import load_backbone
+
+    return load_backbone(spec, weights=exp.weights, image_size=exp.image_size, seed=exp.seed)
+
+
+def _cached_heads(exp: Experiment, data, backbone, batch_size: int, device: str, progress: bool) -> list[Path]:
+    from featpipe.extract import extract
+    from featpipe.heads import make_head, parse_param_options
+    from featpipe.train import open_for_training, train_head
+
+    result = extract(data, backbone, exp.cache_dir, pooling=exp.pooling, batch_size=batch_size,
+                     device=device, progress=progress)
+    log.info("%s %s", "cached" if result.cached else "extracted", result.path)
+    params = parse_param_options(exp.params, exp.heads)
+    run_dirs = []
+    with open_for_training(result.path) as cache:
+        for name in exp.heads:
+            trained = train_head(cache, make_head(name, params[name], seed=exp.seed), exp.runs_dir)
+            log.info("%s %s", "reused" if trained.reused else "trained", trained.run_dir)
+            run_dirs.append(trained.run_dir)
+    return run_dirs
+
+
+def _finetune(exp: Experiment, data, backbone, batch_size: int, device: str) -> Path:
+    from featpipe.augment import DEFAULT_AUGMENT
+    from featpipe.finetune import FineTuner, run_finetune
+
+    # A fresh copy of the base: fine-tuning changes its weights, the cached path must not see that.
+    fresh = _load(exp, backbone.spec)
+    tuner = FineTuner(fresh, augment=DEFAULT_AUGMENT, pooling=exp.pooling, epochs=exp.epochs,
+                      fine_tune_epochs=exp.fine_tune_epochs, batch_size=batch_size, unfreeze=exp.unfreeze,
+                      seed=exp.seed)
+    run = run_finetune(data, tuner, exp.runs_dir, device=device)
+    log.info("%s %s", "reused" if run.reused else "fine-tuned", run.run_dir)
+    return run.run_dir

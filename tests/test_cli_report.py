@@ -1,0 +1,52 @@
+"""`featpipe compare` and `featpipe demo` as a user runs them."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from featpipe.cli import main
+from featpipe.runs import read_json
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert "Traceback" not in result.output
+    return result
+
+
+def test_grid_then_report_on_its_runs(dataset, tiny_model_file, tmp_path):
+    grid = run("compare", dataset, "-b", tiny_model_file, "--head", "logreg", "--head", "linear-svm",
+               "--cache-dir", tmp_path / "cache", "--runs-dir", tmp_path / "runs", "-o", tmp_path / "r1", "-q", "--json")
+    assert grid.exit_code == 0, grid.output
+    paths = json.loads(grid.stdout.strip().splitlines()[-1])
+    assert "Best run, selected on validation accuracy" in grid.stdout
+    summary = read_json(paths["summary_json"])
+    assert sorted(row["head"] for row in summary["runs"]) == ["linear-svm", "logreg"]
+    for row in summary["runs"]:
+        metrics = read_json(f"{row['run_dir']}/metrics.json")
+        assert row["test_accuracy"] == metrics["test"]["accuracy"]
+
+    again = run("compare", tmp_path / "runs", tmp_path / "missing", "-o", tmp_path / "r2")
+    assert again.exit_code == 0, again.output
+    skipped = read_json(tmp_path / "r2" / "summary.json")["skipped"]
+    assert [s["run_dir"] for s in skipped] == [str(tmp_path / "missing")]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["compare", "-o", "{tmp}/r"], "give run directories to compare"),
+    (["compare", "{tmp}/a", "{tmp}/b", "-b", "keras:VGG16", "-o", "{tmp}/r"], "one DATA folder"),
+    (["compare", "-b", "keras:VGG16", "-o", "{tmp}/r"], "give the DATA folder"),
+    (["compare", "{tmp}", "-o", "{tmp}/r"], "no finished run"),
+    (["compare", "{tmp}/exp.toml", "--config", "{tmp}/missing.toml", "-o", "{tmp}/r"], "experiment file not found"),
+])
+def test_bad_input(tmp_path, args, message):
+    result = run(*[a.format(tmp=tmp_path) for a in args])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("featpipe: error: ") and message in result.stderr
+
+
+def test_help():
+    for command in ("compare", "demo"):
+        result = run(command, "--help")
+        assert result.exit_code == 0 and "Usage:" in result.output
