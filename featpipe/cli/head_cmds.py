@@ -1,0 +1,85 @@
+"""`featpipe train`, `featpipe predict` and `featpipe export` (the heads on cached features)."""
+
+from __future__ import annotations
+
+import click
+
+from featpipe.cli.options import echo_json, json_option
+from featpipe.heads import HEADS
+
+
+@click.command()
+@click.argument("cache", type=click.Path(dir_okay=False))
+@click.option("--head", "heads", multiple=True, required=True, metavar="NAME",
+              help=f"Head to train (repeatable): {', '.join(HEADS)}.")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Head parameter; comma-separated values are a grid searched on validation (C=0.1,1,10). "
+                   "KEY=VALUE applies to every chosen head that has KEY, HEAD.KEY=VALUE to one head.")
+@click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Where run directories go: <runs-dir>/<cache file stem>-<head>.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same predictions.")
+@click.option("--force", is_flag=True, help="Retrain heads whose finished run exists (default: reuse it).")
+@click.option("--no-data-check", is_flag=True,
+              help="Skip checking that the dataset still matches the cache (e.g. the dataset folder is gone).")
+@click.option("--max-memory", metavar="SIZE",
+              help="Load features into memory up to SIZE (e.g. 8G; default: half the RAM); beyond it the dense "
+                   "head streams from the cache and the other heads refuse.")
+@json_option
+def train(cache, heads, params, runs_dir, seed, force, no_data_check, max_memory, as_json):
+    """Train heads on a feature CACHE file: fit on train, select on validation, evaluate once on test.
+
+    \b
+    Examples:
+      featpipe train cache/xception-299-avg-0123abcd.h5 --head logreg --head dense
+      featpipe train CACHE.h5 --head svm --param C=1,10 --param gamma=scale,0.001
+    """
+    from featpipe.heads import make_head, parse_param_options
+    from featpipe.train import open_for_training, parse_size, train_head
+
+    per_head = parse_param_options(list(params), list(heads))
+    models = [make_head(name, per_head[name], seed) for name in dict.fromkeys(heads)]
+    limit = parse_size(max_memory) if max_memory else None
+    with open_for_training(cache, check_data=not no_data_check) as features:
+        for head in models:
+            result = train_head(features, head, runs_dir, force=force, max_memory=limit)
+            row = result.summary()
+            click.echo(f"{'reused' if row['reused'] else 'trained'} {row['head']}: {row['run_dir']}  "
+                       f"val acc {row['val_accuracy']:.4f}  test acc {row['test_accuracy']:.4f}  "
+                       f"({row['seconds']:.1f}s)", err=as_json)
+            if as_json:
+                echo_json(row)
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("-o", "--output", default="predictions.csv", show_default=True, type=click.Path(dir_okay=False),
+              help="CSV file to write.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@json_option
+def predict(run_dir, inputs, output, batch_size, as_json):
+    """Classify images (files, or folders walked for image files) with a finished RUN_DIR.
+
+    Writes one CSV row per image: path, predicted class, a probability per class; unreadable images get
+    a row with the reason in the error column.
+    """
+    from featpipe.predict import predict as run_predict
+
+    result = run_predict(run_dir, list(inputs), output, batch_size=batch_size)
+    click.echo(f"wrote {result.rows} rows to {result.output} ({result.errors} unreadable)", err=as_json)
+    if as_json:
+        echo_json(result.summary())
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument("output", type=click.Path(dir_okay=False))
+def export(run_dir, output):
+    """Write a dense-head (or fine-tuned) RUN_DIR as ONE Keras model OUTPUT (.keras): 0-255 RGB image in,
+    class probabilities out, preprocessing and frozen base included."""
+    from featpipe.predict import export as run_export
+
+    click.echo(f"exported {run_export(run_dir, output)}")
+
+
+COMMANDS = [train, predict, export]

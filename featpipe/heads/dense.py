@@ -1,0 +1,115 @@
+"""The Deep Learning with Python head: pool or flatten -> Dense(256, relu) -> Dropout(0.5) -> sigmoid / softmax.
+
+Trained with early stopping on validation loss, keeping the best epoch's weights; features are streamed
+from the cache through tf.data when they do not fit in memory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from featpipe import runtime  # noqa: F401  (quiets TensorFlow's start-up logs before Keras is imported)
+import keras
+import tensorflow as tf
+
+from featpipe.heads.base import (
+    AT_LEAST_ONE, FRACTION, NON_NEGATIVE, NORMALIZE_CHOICES, POSITIVE, CachedSplit, Head, Param, as_class_probs,
+)
+
+# Rows read from the cache per chunk when streaming; the shuffle buffer when training.
+STREAM_ROWS = 1024
+SHUFFLE_ROWS = 10_000
+PREDICT_BATCH = 256
+STEPS_PER_EXECUTION = 16
+
+
+def feature_dataset(X, y=None, batch_size: int = PREDICT_BATCH, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
+    """Batches of features (and labels) from an array or, streamed chunk by chunk, from a CachedSplit."""
+    if isinstance(X, CachedSplit):
+        spec = tf.TensorSpec((None, *X.shape[1:]), tf.float32)
+        features = tf.data.Dataset.from_generator(lambda: X.batches(STREAM_ROWS), output_signature=spec).unbatch()
+        features = features.apply(tf.data.experimental.assert_cardinality(X.shape[0]))  # Keras then knows the steps
+    else:
+        features = tf.data.Dataset.from_tensor_slices(np.asarray(X, dtype=np.float32))
+    dataset = features if y is None else tf.data.Dataset.zip((features, tf.data.Dataset.from_tensor_slices(y)))
+    if shuffle:
+        dataset = dataset.shuffle(min(X.shape[0], SHUFFLE_ROWS), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def build_model(feature_shape: tuple[int, ...], n_classes: int, params: dict, train: tf.data.Dataset) -> keras.Model:
+    inputs = keras.Input(feature_shape, name="features")
+    pool = keras.layers.GlobalAveragePooling2D() if len(feature_shape) == 3 else keras.layers.Flatten()
+    x = pool(inputs)
+    if params["normalize"] == "standard":
+        scale = keras.layers.Normalization(name="standardize")
+        scale.adapt(train.map(lambda features, _: pool(features)))
+        x = scale(x)
+    elif params["normalize"] == "l2":
+        x = keras.layers.UnitNormalization(name="l2_normalize")(x)
+    x = keras.layers.Dense(params["units"], activation="relu")(x)
+    x = keras.layers.Dropout(params["dropout"])(x)
+    binary = n_classes == 2
+    # float32 output keeps the probabilities exact under a mixed-precision policy.
+    outputs = keras.layers.Dense(1 if binary else n_classes, activation="sigmoid" if binary else "softmax",
+                                 dtype="float32", name="probabilities")(x)
+    model = keras.Model(inputs, outputs, name="dense_head")
+    optimizer = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}[params["optimizer"]]
+    # Several steps per call: on a CPU the per-step Python overhead rivals the maths of a model this small.
+    model.compile(optimizer=optimizer(params["learning_rate"]),
+                  loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy", metrics=["accuracy"],
+                  steps_per_execution=STEPS_PER_EXECUTION)
+    return model
+
+
+class DenseHead(Head):
+    """A small Keras classifier; several values of units / dropout / learning_rate are searched on validation."""
+
+    name = "dense"
+    model_file = "model.keras"
+    streams = True
+    PARAMS = {
+        "units": Param(int, [256], grid=True, rule=AT_LEAST_ONE),
+        "dropout": Param(float, [0.5], grid=True, rule=FRACTION),
+        "learning_rate": Param(float, [1e-3], grid=True, rule=POSITIVE),
+        "optimizer": Param(str, "rmsprop", choices=("rmsprop", "adam")),
+        "epochs": Param(int, 30, rule=AT_LEAST_ONE),
+        "patience": Param(int, 5, rule=NON_NEGATIVE),
+        "batch_size": Param(int, 32, rule=AT_LEAST_ONE),
+        "normalize": Param(str, "none", choices=NORMALIZE_CHOICES),
+    }
+
+    def _evaluator(self, X, y, X_val, y_val):
+        dtype = np.float32 if self.n_classes_ == 2 else np.int32  # binary cross-entropy wants float targets
+        labels, val_labels = y.astype(dtype), y_val.astype(dtype)
+
+        def evaluate(params):
+            keras.utils.set_random_seed(self.seed)  # each grid point starts from the same seed
+            train = feature_dataset(X, labels, params["batch_size"], shuffle=True, seed=self.seed)
+            val = feature_dataset(X_val, val_labels, params["batch_size"])
+            model = build_model(X.shape[1:], self.n_classes_, params, train)
+            stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=params["patience"],
+                                                 restore_best_weights=True)
+            history = model.fit(train, validation_data=val, epochs=params["epochs"], callbacks=[stop], verbose=0,
+                                shuffle=False).history  # `train` shuffles itself, seeded
+            best_epoch = int(np.argmin(history["val_loss"]))
+            return (model, history, best_epoch), history["val_accuracy"][best_epoch]
+
+        return evaluate
+
+    def _adopt(self, best, X_val, y_val) -> None:
+        self.model_, history, best_epoch = best
+        self.history_ = {key: [float(v) for v in values] for key, values in history.items()}
+        self.selection_["best_epoch"] = best_epoch
+        self.selection_["early_stopping"] = "val_loss, best epoch's weights restored"
+
+    def predict_proba(self, X) -> np.ndarray:
+        return as_class_probs(self.model_.predict(feature_dataset(X), verbose=0))
+
+    def _save_model(self, path: Path) -> None:
+        self.model_.save(path)
+
+    def _load_model(self, path: Path) -> keras.Model:
+        return keras.saving.load_model(path)

@@ -1,0 +1,171 @@
+"""Classify image files with a finished run, and export a run as one servable Keras model.
+
+Both kinds of run work: cached-feature heads (the backbone and preprocessing recorded in run.json are
+rebuilt and checked against the recorded weights, then the head is applied to their features) and
+end-to-end fine-tuned models (one Keras model, 0-255 RGB image in, class probabilities out).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+
+from featpipe.backbones import Backbone, load_backbone
+from featpipe.data import is_image_file
+from featpipe.errors import FeatpipeError
+from featpipe.extract import _compiled_forward
+from featpipe.heads import load_head
+from featpipe.heads.base import as_class_probs
+from featpipe.pipeline import batched, indexed_images, unreadable_reason
+from featpipe.runs import load_run
+
+# Largest difference allowed between an exported model and the pipeline it was built from.
+EXPORT_TOLERANCE = 1e-5
+
+
+@dataclass
+class ImageClassifier:
+    """A run, ready to classify: batches of 0-255 RGB images at `image_size` -> (n, classes) probabilities."""
+
+    classes: list[str]
+    image_size: tuple[int, int]
+    crop_to_aspect_ratio: bool
+    probabilities: Callable
+
+
+@dataclass
+class PredictResult:
+    output: Path
+    rows: int
+    errors: int
+
+    def summary(self) -> dict:
+        return {"output": str(self.output), "rows": self.rows, "errors": self.errors}
+
+
+def load_recorded_backbone(info: dict) -> Backbone:
+    """The backbone a run's features came from, refusing one whose weights are not the recorded ones."""
+    weights = "default" if info["weights"] == "file" else info["weights"]  # "file": the model file's own weights
+    seed = re.fullmatch(r"random\(seed=(-?\d+)\)", info["weights_id"])
+    backbone = load_backbone(info["backbone"], weights, tuple(info["image_size"]), seed=int(seed[1]) if seed else 0)
+    backbone.preprocessing = info["preprocessing"]
+    found = backbone.identity()["weights_id"]
+    if found != info["weights_id"]:
+        raise FeatpipeError(
+            f"backbone {info['backbone']} now loads weights {found}, not the {info['weights_id']} its cached "
+            "features were extracted with; restore the original weights (or re-extract and retrain)"
+        )
+    return backbone
+
+
+def image_model(run_dir: str | os.PathLike, info: dict) -> keras.Model:
+    """A dense-head run as one model: 0-255 image -> preprocessing -> frozen base -> pooling -> head -> probabilities."""
+    features = load_recorded_backbone(info).feature_model(info["pooling"])
+    head = keras.saving.load_model(Path(run_dir) / info["model_file"])
+    outputs = head(features.output)
+    if outputs.shape[-1] == 1:  # one sigmoid unit -> both classes' probabilities
+        outputs = keras.ops.concatenate([1 - outputs, outputs], axis=-1)
+    return keras.Model(features.input, outputs, name=f"{info['name']}_classifier")
+
+
+def load_classifier(run_dir: str | os.PathLike) -> ImageClassifier:
+    info = load_run(run_dir)["run"]
+    if info["kind"] == "finetune":
+        probabilities = _keras_probabilities(keras.saving.load_model(Path(run_dir) / info.get("model_file", "model.keras")))
+    elif info["head"] == "dense":
+        probabilities = _keras_probabilities(image_model(run_dir, info))
+    else:
+        features = load_recorded_backbone(info).feature_model(info["pooling"])
+        probabilities = _head_probabilities(features, load_head(run_dir))
+    return ImageClassifier(list(info["dataset"]["classes"]), tuple(info["image_size"]),
+                           bool(info.get("crop_to_aspect_ratio", False)), probabilities)
+
+
+def _keras_probabilities(model: keras.Model) -> Callable:
+    forward = _compiled_forward(model)
+    return lambda images: as_class_probs(forward(images).numpy())
+
+
+def _head_probabilities(feature_model: keras.Model, head) -> Callable:
+    forward = _compiled_forward(feature_model)
+    return lambda images: head.predict_proba(forward(images).numpy())
+
+
+def image_files(inputs: list[str | os.PathLike]) -> list[str]:
+    """Files named explicitly (whatever their extension) plus the image files found under folders, in order."""
+    files: list[str] = []
+    for item in map(str, inputs):
+        if os.path.isdir(item):
+            for dirpath, dirnames, names in os.walk(item):
+                dirnames.sort()
+                files += [os.path.join(dirpath, name) for name in sorted(names) if is_image_file(name)]
+        elif os.path.isfile(item):
+            files.append(item)
+        else:
+            raise FeatpipeError(f"no such file or folder: {item}")
+    if not files:
+        raise FeatpipeError(f"no image files in {', '.join(map(str, inputs))}")
+    return files
+
+
+def predict(run_dir: str | os.PathLike, inputs: list[str | os.PathLike], output: str | os.PathLike = "predictions.csv",
+            batch_size: int = 32) -> PredictResult:
+    """One CSV row per image: path, predicted class, a probability per class; unreadable files get an error row."""
+    files = image_files(inputs)
+    classifier = load_classifier(run_dir)
+    classes = classifier.classes
+    found: dict[int, np.ndarray] = {}
+    images = indexed_images(files, classifier.image_size, classifier.crop_to_aspect_ratio)
+    for batch, rows in batched(images, batch_size):
+        probabilities = classifier.probabilities(batch)
+        if probabilities.shape[1] != len(classes):
+            raise FeatpipeError(f"the model of {run_dir} gives {probabilities.shape[1]} outputs for {len(classes)} classes")
+        found.update(zip(rows.numpy().tolist(), probabilities))
+    output = Path(output)
+    with open(output, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "predicted_class", *(f"prob_{name}" for name in classes), "error"])
+        for row, path in enumerate(files):
+            if row in found:
+                writer.writerow([path, classes[int(found[row].argmax())], *map(float, found[row]), ""])
+            else:
+                writer.writerow([path, "", *[""] * len(classes), unreadable_reason(path)])
+    return PredictResult(output, len(files), len(files) - len(found))
+
+
+def export(run_dir: str | os.PathLike, output: str | os.PathLike) -> Path:
+    """Write one Keras model, 0-255 RGB image in -> class probabilities out, for a dense-head or finetune run."""
+    output = Path(output)
+    if output.suffix != ".keras":
+        raise FeatpipeError(f"the exported model's file name must end in .keras, got {output}")
+    info = load_run(run_dir)["run"]
+    if info["kind"] == "finetune":
+        shutil.copyfile(Path(run_dir) / info.get("model_file", "model.keras"), output)
+        return output
+    if info["head"] != "dense":
+        raise FeatpipeError(
+            f"a {info['head']} head is a scikit-learn model and cannot be exported as one Keras model; "
+            f"use `featpipe predict {run_dir} IMAGES...`, or train a dense head to export"
+        )
+    model = image_model(run_dir, info)
+    model.save(output)
+    _check_export(model, output)
+    return output
+
+
+def _check_export(model: keras.Model, path: Path) -> None:
+    """The saved file must compute what the in-memory pipeline (the one predict uses) computes."""
+    images = np.random.default_rng(0).uniform(0, 255, (4, *model.input_shape[1:])).astype(np.float32)
+    saved = keras.saving.load_model(path)
+    difference = np.abs(keras.ops.convert_to_numpy(saved(images)) - keras.ops.convert_to_numpy(model(images))).max()
+    if difference > EXPORT_TOLERANCE:
+        path.unlink()
+        raise FeatpipeError(f"the exported model's probabilities differ from the run's by {difference:.2g}; not written")

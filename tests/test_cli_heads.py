@@ -1,0 +1,87 @@
+"""featpipe train / predict / export on the command line: parsing, output, exit codes."""
+
+import csv
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from featpipe.cli import main
+from heads_fixtures import real_cache, synthetic_cache
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture
+def cache_path(tmp_path):
+    return synthetic_cache(tmp_path)
+
+
+def test_train_prints_one_json_line_per_head_and_reuses_finished_runs(cache_path, tmp_path):
+    args = ["train", cache_path, "--head", "logreg", "--head", "svm", "--param", "C=0.1,1", "--no-data-check",
+            "--runs-dir", tmp_path / "runs", "--json"]
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["head"] for line in lines] == ["logreg", "svm"] and not any(line["reused"] for line in lines)
+    assert all(line["test_accuracy"] > 0.9 and line["run_dir"].startswith(str(tmp_path / "runs")) for line in lines)
+    assert "trained logreg: " in result.stderr
+    again = run(*args)
+    assert [json.loads(line)["reused"] for line in again.stdout.splitlines()] == [True, True]
+    assert "reused svm: " in again.stderr
+    human = run(*args[:-1], "--force")
+    assert human.stdout.startswith("trained logreg: ") and "val acc 1.0000" in human.stdout
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--head", "forest"], "unknown head 'forest'; choose from dense, logreg, linear-svm, svm"),
+    (["--head", "logreg", "--param", "units=3"], "unknown parameter 'units' for logreg"),
+    (["--head", "logreg", "--param", "C=0,1"], "parameter C must be > 0, got '0'"),
+    (["--head", "logreg", "--max-memory", "plenty"], "bad memory size 'plenty'"),
+    (["--head", "logreg"], "cannot check that synthetic-0123456789abcdef.h5 still matches its dataset"),
+])
+def test_train_input_errors_are_one_line_exit_1(cache_path, extra, message):
+    result = run("train", cache_path, *extra)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("featpipe: error: ") and message in result.stderr
+    assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_train_usage_errors_exit_2(cache_path):
+    result = run("train", cache_path)
+    assert result.exit_code == 2 and "Missing option '--head'" in result.stderr and "Traceback" not in result.output
+
+
+def test_predict_and_export_on_a_real_run(tmp_path, tiny_model_file):
+    cache = real_cache(tmp_path, tiny_model_file, corrupt=True)
+    trained = run("train", cache, "--head", "linear-svm", "--runs-dir", tmp_path / "runs", "--json")
+    assert trained.exit_code == 0, trained.output
+    run_dir = json.loads(trained.stdout)["run_dir"]
+    out = tmp_path / "p.csv"
+    result = run("predict", run_dir, tmp_path / "data" / "train" / "cat", "-o", out, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"output": str(out), "rows": 11, "errors": 3}  # 8 images + 3 bad files
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["path"].rsplit("/", 1)[1] for r in rows if r["error"]} == {"text.png", "truncated.jpg", "zero.jpg"}
+    assert all(r["predicted_class"] in ("cat", "dog") for r in rows if not r["error"])
+    refused = run("export", run_dir, tmp_path / "model.keras")
+    assert refused.exit_code == 1 and "cannot be exported as one Keras model" in refused.stderr
+    assert "Traceback" not in refused.output
+
+
+def test_predict_errors(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "img.png").write_bytes(b"")
+    unfinished = run("predict", tmp_path / "run", tmp_path / "img.png")
+    assert unfinished.exit_code == 1 and "is not a finished run" in unfinished.stderr
+    missing = run("predict", tmp_path / "run", tmp_path / "nothing.png")
+    assert missing.exit_code == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.output
+
+
+def test_help_on_every_head_command():
+    for command in ("train", "predict", "export"):
+        result = run(command, "--help")
+        assert result.exit_code == 0 and "Usage:" in result.output

@@ -1,0 +1,151 @@
+"""featpipe.predict: classify image files with a finished run; export a run as one Keras model."""
+
+import csv
+import shutil
+
+import keras
+import numpy as np
+import pytest
+
+from featpipe.errors import FeatpipeError
+from featpipe.heads import load_head, make_head
+from featpipe.pipeline import indexed_images
+from featpipe.predict import export, image_files, predict
+from featpipe.runs import finish_run, load_run, write_json
+from featpipe.store import FeatureCache
+from featpipe.train import open_for_training, train_head
+from heads_fixtures import real_cache
+
+
+def _make_runs(root, model_file, pooling, heads):
+    """A tiny real cache (generated images through a tiny saved base) and a run per head on it."""
+    path = real_cache(root, model_file, pooling=pooling)
+    with open_for_training(path) as cache:
+        for name, params in heads.items():
+            train_head(cache, make_head(name, params), root / "runs")
+    return {"root": root, "cache": path, **{p.name.rsplit("-", 1)[1]: p for p in (root / "runs").iterdir()}}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_model_file):
+    heads = {"logreg": {}, "svm": {}, "dense": {"epochs": 3, "units": 8}}
+    return _make_runs(tmp_path_factory.mktemp("predict"), tiny_model_file, "avg", heads)
+
+
+@pytest.fixture(scope="module")
+def images(runs):
+    """The test split's folder plus one corrupt file."""
+    bad = runs["root"] / "extra" / "broken.jpg"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not a jpeg")
+    return [runs["root"] / "data" / "test", bad]
+
+
+def _read(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _cached_test_probabilities(runs, run_dir):
+    """{absolute image path: probabilities} from the run's head on the cached test features."""
+    with FeatureCache(runs["cache"]) as cache:
+        proba = load_head(run_dir).predict_proba(cache.features("test"))
+        return {str(runs["root"] / "data" / p): row for p, row in zip(cache.paths("test"), proba)}
+
+
+@pytest.mark.parametrize("head", ["logreg", "svm", "dense"])
+def test_csv_rows_match_the_head_on_cached_features(runs, images, tmp_path, head):
+    result = predict(runs[head], images, tmp_path / "p.csv")
+    rows = _read(tmp_path / "p.csv")
+    assert list(rows[0]) == ["path", "predicted_class", "prob_cat", "prob_dog", "error"]
+    assert result.rows == len(rows) == 9 and result.errors == 1
+    error = rows[-1]
+    assert error["path"].endswith("broken.jpg") and error["predicted_class"] == error["prob_cat"] == ""
+    assert error["error"]
+    expected = _cached_test_probabilities(runs, runs[head])
+    assert sorted(r["path"] for r in rows[:-1]) == sorted(expected)
+    for row in rows[:-1]:
+        proba = [float(row["prob_cat"]), float(row["prob_dog"])]
+        np.testing.assert_allclose(proba, expected[row["path"]], atol=1e-5)
+        assert row["predicted_class"] == ["cat", "dog"][int(np.argmax(proba))] and row["error"] == ""
+
+
+def test_spatial_features_go_through_the_same_pooling_at_predict_time(tmp_path, tiny_model_file):
+    spatial = _make_runs(tmp_path, tiny_model_file, "none", {"dense": {"epochs": 2, "units": 8}, "logreg": {}})
+    for head in ("dense", "logreg"):
+        predict(spatial[head], [tmp_path / "data" / "test"], tmp_path / "p.csv")
+        expected = _cached_test_probabilities(spatial, spatial[head])
+        for row in _read(tmp_path / "p.csv"):
+            np.testing.assert_allclose([float(row["prob_cat"]), float(row["prob_dog"])], expected[row["path"]], atol=1e-5)
+
+
+def test_export_is_one_model_with_the_same_probabilities_as_predict(runs, images, tmp_path):
+    out = export(runs["dense"], tmp_path / "model.keras")
+    predict(runs["dense"], images, tmp_path / "p.csv")
+    rows = _read(tmp_path / "p.csv")[:-1]
+    model = keras.saving.load_model(out)
+    assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 2)
+    pixels = np.stack([x for x, _ in indexed_images([r["path"] for r in rows], (32, 32)).as_numpy_iterator()])
+    expected = [[float(r["prob_cat"]), float(r["prob_dog"])] for r in rows]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(pixels)), expected, atol=1e-6)
+
+
+def test_sklearn_heads_and_bad_names_cannot_be_exported(runs, tmp_path):
+    with pytest.raises(FeatpipeError, match=r"logreg head is a scikit-learn model and cannot be exported"):
+        export(runs["logreg"], tmp_path / "model.keras")
+    with pytest.raises(FeatpipeError, match=r"must end in \.keras"):
+        export(runs["dense"], tmp_path / "model.h5")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_backbone_whose_weights_changed_is_refused(runs, images, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(runs["logreg"], run_dir)
+    info = load_run(run_dir)["run"]
+    write_json(run_dir / "run.json", {**info, "weights_id": "sha256:0000"})
+    with pytest.raises(FeatpipeError, match=r"now loads weights sha256:\w+, not the sha256:0000"):
+        predict(run_dir, images, tmp_path / "p.csv")
+
+
+def _finetune_run(run_dir, units):
+    """A finetune-style run: one model, 0-255 image in, sigmoid (1 unit) or softmax probabilities out."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
+    outputs = keras.layers.Dense(units, activation="sigmoid" if units == 1 else "softmax")(x)
+    model = keras.Model(inputs, outputs)
+    run_dir.mkdir()
+    model.save(run_dir / "model.keras")
+    classes = ["cat", "dog"] if units == 1 else ["cat", "dog", "fox"]
+    finish_run(run_dir, {"name": "ft", "kind": "finetune", "path": "end-to-end", "head": "finetune",
+                         "image_size": [32, 32], "crop_to_aspect_ratio": False, "model_file": "model.keras",
+                         "dataset": {"classes": classes}}, {})
+    return model
+
+
+@pytest.mark.parametrize("units", [1, 3])
+def test_finetune_runs_predict_and_export(runs, tmp_path, units):
+    model = _finetune_run(tmp_path / "ft", units)
+    test_dir = runs["root"] / "data" / "test"
+    predict(tmp_path / "ft", [test_dir], tmp_path / "p.csv")
+    rows = _read(tmp_path / "p.csv")
+    pixels = np.stack([x for x, _ in indexed_images([r["path"] for r in rows], (32, 32)).as_numpy_iterator()])
+    out = keras.ops.convert_to_numpy(model(pixels))
+    expected = np.hstack([1 - out, out]) if units == 1 else out
+    got = np.array([[float(v) for k, v in r.items() if k.startswith("prob_")] for r in rows])
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    exported = export(tmp_path / "ft", tmp_path / "served.keras")
+    assert exported.read_bytes() == (tmp_path / "ft" / "model.keras").read_bytes()
+
+
+def test_image_files_walks_folders_and_keeps_named_files(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/2.png", "a/1.JPG", "a/b/3.gif", "a/notes.txt", "a/.hidden.jpg", "named.dat"):
+        (tmp_path / name).write_bytes(b"")
+    files = image_files([tmp_path / "a", tmp_path / "named.dat"])
+    assert [f.replace(str(tmp_path), "") for f in files] == ["/a/1.JPG", "/a/2.png", "/a/b/3.gif", "/named.dat"]
+    with pytest.raises(FeatpipeError, match="no such file or folder"):
+        image_files([tmp_path / "missing"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FeatpipeError, match="no image files in"):
+        image_files([tmp_path / "empty"])

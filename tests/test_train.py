@@ -1,0 +1,120 @@
+"""featpipe.train: heads on a cache -> run directories."""
+
+import json
+
+import numpy as np
+import pytest
+
+from featpipe.errors import FeatpipeError
+from featpipe.heads import load_head, make_head
+from featpipe.runs import is_complete, load_run
+from featpipe.store import FeatureCache
+from featpipe.train import open_for_training, parse_size, train_head
+from heads_fixtures import real_cache, synthetic_cache
+
+
+@pytest.fixture
+def cache_path(tmp_path):
+    return synthetic_cache(tmp_path, n_classes=3)
+
+
+def _train(path, name, params=None, seed=0, **kwargs):
+    with open_for_training(path, check_data=False) as cache:
+        return train_head(cache, make_head(name, params, seed), kwargs.pop("runs_dir"), **kwargs)
+
+
+def test_writes_a_complete_traceable_run(cache_path, tmp_path):
+    result = _train(cache_path, "logreg", {"C": "0.01,1"}, runs_dir=tmp_path / "runs")
+    assert result.run_dir == tmp_path / "runs" / "synthetic-0123456789abcdef-logreg" and not result.reused
+    run = load_run(result.run_dir)
+    info, metrics = run["run"], run["metrics"]
+    assert run["history"] is None and not (result.run_dir / "history.json").exists()
+    assert info["kind"] == "head" and info["path"] == "cached" and info["head"] == "logreg"
+    with FeatureCache(cache_path) as cache:
+        assert info["cache"] == {"path": str(cache_path.resolve()), "key": cache.key}
+        assert info["dataset"]["classes"] == ["cat", "dog", "fox"] == cache.classes
+    assert info["params"]["C"] == [0.01, 1.0] and info["seed"] == 0 and info["model_file"] == "model.joblib"
+    assert info["weights_id"] == "none" and info["pooling"] == "avg" and info["streamed"] is False
+    assert metrics["validation"]["n"] == 30 and metrics["test"]["n"] == 30 and metrics["test"]["accuracy"] > 0.9
+    assert [g["params"] for g in metrics["selection"]["grid"]] == [{"C": 0.01}, {"C": 1.0}]
+    timing = metrics["timing"]
+    assert timing["extract_seconds"] == 6.0 and timing["extract_images_per_second"] == 20.0  # 3 splits x 2 s
+    assert timing["total_seconds"] == pytest.approx(6.0 + timing["fit_seconds"] + timing["predict_seconds"])
+    assert result.summary()["test_accuracy"] == metrics["test"]["accuracy"]
+    # The saved head is the one that produced the test metrics.
+    with FeatureCache(cache_path) as cache:
+        proba = load_head(result.run_dir).predict_proba(cache.features("test"))
+        assert (proba.argmax(1) == cache.labels("test")).mean() == metrics["test"]["accuracy"]
+
+
+def test_dense_run_has_a_history_with_one_phase(cache_path, tmp_path):
+    result = _train(cache_path, "dense", {"epochs": 3, "units": 8}, runs_dir=tmp_path)
+    history = load_run(result.run_dir)["history"]
+    assert history["phases"] == [{"name": "head", "start_epoch": 0}] and len(history["val_loss"]) == 3
+
+
+def test_finished_runs_are_reused_unless_forced_or_changed(cache_path, tmp_path):
+    first = _train(cache_path, "logreg", {"C": 1}, runs_dir=tmp_path)
+    stamp = (first.run_dir / "run.json").stat().st_mtime_ns
+    again = _train(cache_path, "logreg", {"C": 1}, runs_dir=tmp_path)
+    assert again.reused and again.metrics == first.metrics
+    assert (first.run_dir / "run.json").stat().st_mtime_ns == stamp
+    with pytest.raises(FeatpipeError, match=r"different params, seed; pass --force"):
+        _train(cache_path, "logreg", {"C": 2}, seed=1, runs_dir=tmp_path)
+    forced = _train(cache_path, "logreg", {"C": 2}, runs_dir=tmp_path, force=True)
+    assert not forced.reused and load_run(forced.run_dir)["run"]["params"]["C"] == [2.0]
+
+
+def test_an_unfinished_run_is_redone(cache_path, tmp_path):
+    run_dir = tmp_path / "synthetic-0123456789abcdef-logreg"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps({"status": "running"}))
+    result = _train(cache_path, "logreg", {"C": 1}, runs_dir=tmp_path)
+    assert not result.reused and is_complete(run_dir)
+
+
+def test_memory_limit_streams_dense_and_refuses_sklearn_heads(cache_path, tmp_path):
+    # 120 rows x 12 float32 features x 5 (stored + float64 copy + normalised copy)
+    with pytest.raises(FeatpipeError, match=r"logreg needs the features in memory: about 28.1 KiB .* 1.0 KiB"):
+        _train(cache_path, "logreg", runs_dir=tmp_path, max_memory=1024)
+    result = _train(cache_path, "dense", {"epochs": 2, "units": 8}, runs_dir=tmp_path, max_memory=1024)
+    assert load_run(result.run_dir)["run"]["streamed"] is True and result.metrics["test"]["n"] == 30
+
+
+def test_a_cache_without_validation_is_refused_with_the_fix(tmp_path):
+    path = synthetic_cache(tmp_path, without=("validation",))
+    with pytest.raises(FeatpipeError, match=r"no validation split.*--val-fraction"):
+        open_for_training(path, check_data=False)
+
+
+def test_an_incomplete_cache_is_refused(cache_path):
+    partial = cache_path.with_name("other-0000.h5")
+    (partial.parent / f"{partial.name}.partial").mkdir()
+    with pytest.raises(FeatpipeError, match=r"no finished cache file .* interrupted"):
+        open_for_training(partial, check_data=False)
+
+
+def test_missing_dataset_folder_is_refused_unless_unchecked(cache_path):
+    with pytest.raises(FeatpipeError, match=r"dataset folder not found.*--no-data-check"):
+        open_for_training(cache_path)
+    open_for_training(cache_path, check_data=False).close()
+
+
+@pytest.mark.parametrize("change", ["add", "modify"])
+def test_a_changed_dataset_is_refused(tmp_path, tiny_model_file, change):
+    path = real_cache(tmp_path, tiny_model_file)
+    open_for_training(path).close()  # unchanged: accepted
+    image = tmp_path / "data" / "train" / "dog" / "dog.0.jpg"
+    if change == "add":
+        image.with_name("new.jpg").write_bytes(image.read_bytes())
+    else:
+        image.write_bytes(image.read_bytes() + b"\0")
+    with pytest.raises(FeatpipeError, match=r"changed since .* was extracted.*--no-data-check"):
+        open_for_training(path)
+
+
+def test_parse_size():
+    assert parse_size("512") == 512 and parse_size("4k") == 4096 and parse_size("1.5GiB") == 3 * 2**29
+    assert parse_size(" 2 MB") == 2 * 2**20
+    with pytest.raises(FeatpipeError, match="bad memory size"):
+        parse_size("lots")
