@@ -134,6 +134,7 @@ def load_backbone(
     if weights not in WEIGHTS_CHOICES and not os.path.exists(weights):
         raise FeatpipeError(f"--weights must be imagenet, none or an existing file, got {weights!r}")
     size = _size_pair(image_size)
+    spec = _absolute(spec)
     backbone = _resolve(spec)(spec, weights, size)
     _check_input_size(backbone)
     if preprocess is not None:
@@ -158,6 +159,17 @@ def _size_pair(size) -> tuple[int, int] | None:
     if len(pair) != 2 or min(pair) < 8:
         raise FeatpipeError(f"image size must be at least 8x8, got {size}")
     return int(pair[0]), int(pair[1])
+
+
+def _absolute(spec: str) -> str:
+    """Local files and preset folders are recorded by absolute path, so that runs and exported
+    models made from a cache still find them from another working directory."""
+    path, sep, layer = spec.rpartition(":")
+    if os.path.exists(spec):
+        return os.path.abspath(spec)
+    if sep and os.path.isfile(path):
+        return f"{os.path.abspath(path)}:{layer}"
+    return spec
 
 
 def _resolve(spec: str):

@@ -1,3 +1,4 @@
+import os
 import urllib.error
 
 import keras
@@ -138,3 +139,11 @@ def test_known_backbone_table(spec):
     base = load_backbone(spec, weights="none")
     assert base.image_size == (size, size)
     assert tuple(base.model.output_shape[1:]) == shape
+
+
+def test_local_specs_are_recorded_by_absolute_path(tiny_model_file, monkeypatch):
+    folder, name = os.path.split(tiny_model_file)
+    monkeypatch.chdir(folder)
+    assert load_backbone(name).spec == tiny_model_file
+    assert load_backbone(f"{name}:relu1").spec == f"{tiny_model_file}:relu1"
+    assert load_backbone(name).label == "tiny.keras"
