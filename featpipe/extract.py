@@ -96,7 +96,7 @@ def extract(
     with CacheWriter(final, key, shard_rows=batch_size) as writer:
         if final.exists():  # another process finished it while we were starting
             return _result(final, cached=True)
-        forward = _compiled_forward(backbone.feature_model(pooling))
+        forward = compiled_forward(backbone.feature_model(pooling))
         for split in splits:
             _extract_split(writer, forward, data, split, backbone.image_size, crop_to_aspect_ratio,
                            batch_size, dtype, progress)
@@ -123,7 +123,7 @@ def _check_options(data, splits, pooling, dtype, batch_size, compression) -> lis
     return splits
 
 
-def _compiled_forward(model: keras.Model):
+def compiled_forward(model: keras.Model):
     """One traced graph for every batch size: calling the model, not predict() in a loop."""
     spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
     return tf.function(lambda images: model(images, training=False), input_signature=[spec])

@@ -21,7 +21,7 @@ import numpy as np
 from featpipe.backbones import Backbone, load_backbone
 from featpipe.data import is_image_file
 from featpipe.errors import FeatpipeError
-from featpipe.extract import _compiled_forward
+from featpipe.extract import compiled_forward
 from featpipe.heads import load_head
 from featpipe.heads.base import as_class_probs
 from featpipe.pipeline import batched, indexed_images, unreadable_reason
@@ -90,12 +90,12 @@ def load_classifier(run_dir: str | os.PathLike) -> ImageClassifier:
 
 
 def _keras_probabilities(model: keras.Model) -> Callable:
-    forward = _compiled_forward(model)
+    forward = compiled_forward(model)
     return lambda images: as_class_probs(forward(images).numpy())
 
 
 def _head_probabilities(feature_model: keras.Model, head) -> Callable:
-    forward = _compiled_forward(feature_model)
+    forward = compiled_forward(feature_model)
     return lambda images: head.predict_proba(forward(images).numpy())
 
 
