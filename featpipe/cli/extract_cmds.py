@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from featpipe.cli.options import backbone_options, echo_json, json_option, parse_image_size
+from featpipe.cli.options import backbone_options, echo_json, json_option, load_dataset_and_backbone
 
 
 @click.command()
@@ -34,16 +34,10 @@ def extract(data, backbone, weights, image_size, preprocess, precision, seed, ca
       featpipe extract data/flowers --backbone xception_41_imagenet --val-fraction 0.2 --pooling none
     """
     from featpipe import runtime
-    from featpipe.backbones import load_backbone
-    from featpipe.data import load_image_folder
     from featpipe.extract import extract as run_extract
 
-    size = parse_image_size(image_size)
-    dataset = load_image_folder(data, val_fraction=val_fraction, seed=seed)
-    device = runtime.configure(precision)
-    base = load_backbone(backbone, weights=weights, image_size=size, preprocess=preprocess, seed=seed)
-    if not base.pretrained:
-        click.echo("note: random-initialised weights (--weights none): features are not pretrained", err=True)
+    dataset, base, device = load_dataset_and_backbone(data, val_fraction, seed, precision, backbone, weights,
+                                                      image_size, preprocess)
     result = run_extract(
         dataset, base, cache_dir, splits=splits.split(",") if splits else None, pooling=pooling, dtype=dtype,
         batch_size=batch_size or runtime.default_batch_size(), compression=compression,

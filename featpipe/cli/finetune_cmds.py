@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from featpipe.cli.options import backbone_options, echo_json, json_option, parse_image_size
+from featpipe.cli.options import backbone_options, echo_json, json_option, load_dataset_and_backbone
 
 # Kept here, not imported, so `--help` does not import Keras; tests check it matches the library.
 DEFAULT_AUGMENT = "flip,rotation=0.1,zoom=0.2"
@@ -50,17 +50,11 @@ def finetune(data, backbone, weights, image_size, preprocess, precision, seed, a
       featpipe finetune data/flowers --backbone keras:MobileNetV2 --image-size 160 --unfreeze-from block_13_expand
     """
     from featpipe import runtime
-    from featpipe.backbones import load_backbone
-    from featpipe.data import load_image_folder
     from featpipe.finetune import FineTuner, run_finetune
 
     unfreeze = _unfreeze_spec(unfreeze_top, unfreeze_from, unfreeze_all)
-    size = parse_image_size(image_size)
-    dataset = load_image_folder(data, val_fraction=val_fraction, seed=seed)
-    device = runtime.configure(precision)
-    base = load_backbone(backbone, weights=weights, image_size=size, preprocess=preprocess, seed=seed)
-    if not base.pretrained:
-        click.echo("note: random-initialised weights (--weights none): nothing pretrained to transfer", err=True)
+    dataset, base, device = load_dataset_and_backbone(data, val_fraction, seed, precision, backbone, weights,
+                                                      image_size, preprocess)
     tuner = FineTuner(
         base, augment=augment, pooling=pooling, epochs=epochs, fine_tune_epochs=fine_tune_epochs,
         batch_size=runtime.default_batch_size() if batch_size is None else batch_size, learning_rate=learning_rate,

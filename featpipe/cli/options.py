@@ -43,6 +43,24 @@ def backbone_options(command):
     return command
 
 
+def load_dataset_and_backbone(data, val_fraction, seed, precision, backbone, weights, image_size, preprocess):
+    """What extract and finetune both start with: the dataset, the device set-up, the frozen base.
+
+    The precision policy is set before the base is built, as Keras requires.
+    """
+    from featpipe import runtime
+    from featpipe.backbones import load_backbone
+    from featpipe.data import load_image_folder
+
+    size = parse_image_size(image_size)
+    dataset = load_image_folder(data, val_fraction=val_fraction, seed=seed)
+    device = runtime.configure(precision)
+    base = load_backbone(backbone, weights=weights, image_size=size, preprocess=preprocess, seed=seed)
+    if not base.pretrained:
+        click.echo("note: random-initialised weights (--weights none): nothing pretrained to transfer", err=True)
+    return dataset, base, device
+
+
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print a machine-readable summary as the last line of stdout.")
 
