@@ -35,7 +35,7 @@ def demo_weights(spec: str, image_size: int | None) -> str:
 
 
 def run_demo(out_dir: str | Path, data: str | None = None, backbone: str | None = None,
-             epochs: int = 2, fine_tune_epochs: int = 1, progress: bool = True) -> dict:
+             epochs: int = 5, fine_tune_epochs: int = 2, progress: bool = True) -> dict:
     """Run the demo into `out_dir`; returns the report's paths plus the notes it carries."""
     from featpipe.demo_data import make_demo_dataset
     from featpipe.report import write_report

@@ -86,8 +86,8 @@ def _print_report(paths: dict, as_json: bool) -> None:
               help="Where the data, cache, runs and report go.")
 @click.option("--data", type=click.Path(file_okay=False), help="Your own DATA/<split>/<class>/ folder instead of the generated one.")
 @click.option("--backbone", "-b", metavar="SPEC", help="Your own pretrained base instead of the small default.")
-@click.option("--epochs", type=click.IntRange(min=0), default=2, show_default=True, help="End-to-end frozen-phase epochs.")
-@click.option("--fine-tune-epochs", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=0), default=5, show_default=True, help="End-to-end frozen-phase epochs.")
+@click.option("--fine-tune-epochs", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @json_option
 def demo(out_dir, data, backbone, epochs, fine_tune_epochs, quiet, as_json):
