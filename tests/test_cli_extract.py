@@ -107,3 +107,13 @@ def test_internal_errors_are_one_line(monkeypatch, dataset):
     assert result.exit_code == 3
     assert result.stderr.strip() == ("featpipe: internal error: RuntimeError: disk on fire "
                                      "(set FEATPIPE_DEBUG=1 for the traceback)")
+
+
+def test_interrupt_exits_130_and_says_how_to_resume(monkeypatch, dataset):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("featpipe.data.load_image_folder", interrupted)
+    result = run("extract", dataset, "--backbone", "keras:VGG16")
+    assert result.exit_code == 130
+    assert result.stderr.strip() == "featpipe: interrupted; run the same command again to resume"

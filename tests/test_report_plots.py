@@ -81,14 +81,20 @@ def test_hostile_names_and_mathtext_do_not_break_plots(tmp_path):
         _assert_png(plot.path)
 
 
-def test_learning_curves_smooth_and_mark_the_fine_tune_phase(tmp_path, monkeypatch):
-    history = make_history(epochs=8, fine_tune_at=5)
+def _learning_curve_figure(tmp_path, monkeypatch, history, smooth):
+    """The figure learning_curves draws for one end-to-end run with `history`."""
     make_run(tmp_path, "ft", path="end-to-end", history=history)
     runs, _ = collect_runs([tmp_path])
     figures = []
     monkeypatch.setattr(plots, "_save", lambda fig, path, title, run_dir=None: figures.append(fig))
-    plots.learning_curves(runs[0], tmp_path / "lc.png", smooth=0.6)
+    plots.learning_curves(runs[0], tmp_path / "lc.png", smooth=smooth)
     (fig,) = figures
+    return fig
+
+
+def test_learning_curves_smooth_and_mark_the_fine_tune_phase(tmp_path, monkeypatch):
+    history = make_history(epochs=8, fine_tune_at=5)
+    fig = _learning_curve_figure(tmp_path, monkeypatch, history, smooth=0.6)
     accuracy_ax, loss_ax = fig.axes
     for ax, metric in ((accuracy_ax, "accuracy"), (loss_ax, "loss")):
         lines = {line.get_label(): line for line in ax.get_lines()}
@@ -101,12 +107,7 @@ def test_learning_curves_smooth_and_mark_the_fine_tune_phase(tmp_path, monkeypat
 
 def test_learning_curves_without_smoothing_plot_the_raw_history(tmp_path, monkeypatch):
     history = {"loss": [1.0, 0.5, 0.25], "phases": [{"name": "frozen", "start_epoch": 0}]}
-    make_run(tmp_path, "ft", path="end-to-end", history=history)
-    runs, _ = collect_runs([tmp_path])
-    figures = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path, title, run_dir=None: figures.append(fig))
-    plots.learning_curves(runs[0], tmp_path / "lc.png", smooth=0.0)
-    (fig,) = figures
+    fig = _learning_curve_figure(tmp_path, monkeypatch, history, smooth=0.0)
     (ax,) = fig.axes  # only loss was recorded: one panel
     (line,) = ax.get_lines()  # one phase: no phase line
     assert line.get_label() == "training" and list(line.get_ydata()) == [1.0, 0.5, 0.25]
