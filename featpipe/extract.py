@@ -137,7 +137,8 @@ def _extract_split(writer: CacheWriter, forward, data: ImageFolder, split: str, 
     if not todo:
         return
     rows = np.concatenate([np.arange(s, min(s + writer.shard_rows, n)) for s in todo])
-    meter = Progress(len(rows), split) if progress else None
+    label = f"{split} (resuming: {n - len(rows)} of {n} images already done)" if done else split
+    meter = Progress(len(rows), label) if progress else None
     shards = _ShardBuffer(writer, split, files, np.asarray(data.splits[split].labels), todo, meter)
     for images, batch_rows in batched(indexed_images(files, size, crop, rows), batch_size):
         shards.add(forward(images).numpy().astype(dtype), batch_rows.numpy())

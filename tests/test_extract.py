@@ -111,7 +111,7 @@ KILLER = textwrap.dedent("""
 """)
 
 
-def test_resume_after_sigkill_equals_an_uninterrupted_run(corrupt_dataset, tiny_model_file, tmp_path):
+def test_resume_after_sigkill_equals_an_uninterrupted_run(corrupt_dataset, tiny_model_file, tmp_path, capsys):
     killed = subprocess.run(
         [sys.executable, "-c", KILLER, str(corrupt_dataset), tiny_model_file, str(tmp_path / "resumed"), "2"],
         capture_output=True, text=True, timeout=300,
@@ -122,7 +122,8 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(corrupt_dataset, tiny_
     assert not list((tmp_path / "resumed").glob("*.h5"))  # nothing looks finished
 
     data, base = load_image_folder(corrupt_dataset), load_backbone(tiny_model_file)
-    resumed = extract(data, base, tmp_path / "resumed", batch_size=8, progress=False)  # shard size is kept
+    resumed = extract(data, base, tmp_path / "resumed", batch_size=8)  # the first run's shard size is kept
+    assert "train (resuming: 8 of 15 images already done): 7/7 images" in capsys.readouterr().err
     whole = extract(data, base, tmp_path / "whole", batch_size=4, progress=False)
     assert resumed.key == whole.key and not resumed.cached and not partial[0].exists()
     with FeatureCache(resumed.path) as a, FeatureCache(whole.path) as b:
