@@ -105,7 +105,8 @@ def test_verdict_without_the_other_path(tmp_path, only):
     assert verdict["end_to_end_vs_cached"] is None
     assert verdict["best"]["name"] == "one"
     other = "end-to-end" if only == "cached" else "cached"
-    assert f"No {other} run." in verdict["lines"]
+    assert f"No {other} run, so no end-to-end vs cached comparison." in verdict["lines"]
+    assert len(verdict["lines"]) == 3  # said once, not twice
 
 
 def test_zero_second_cached_run_gives_no_ratio(tmp_path):

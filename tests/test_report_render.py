@@ -117,7 +117,7 @@ def test_multiclass_report_has_no_roc(tmp_path):
     assert not any(p.name == "roc_test.png" for p in paths["plots"])
     page = paths["html"].read_text()
     assert "ROC curves" not in page
-    assert "No end-to-end run." in page
+    assert "No end-to-end run, so no end-to-end vs cached comparison." in page
     assert "No runs were skipped." in page
 
 

@@ -156,12 +156,10 @@ def verdict_lines(verdict: dict) -> list[str]:
     lines = [f"Best run, selected on validation accuracy: {_describe(verdict['best'])}."]
     for key, label in (("best_cached", "cached"), ("best_end_to_end", "end-to-end")):
         entry = verdict[key]
-        lines.append(f"Best {label} run: {_describe(entry)}." if entry else f"No {label} run.")
+        lines.append(f"Best {label} run: {_describe(entry)}." if entry
+                     else f"No {label} run, so no end-to-end vs cached comparison.")
     comparison = verdict["end_to_end_vs_cached"]
-    if comparison is None:
-        missing = "end-to-end" if verdict["best_end_to_end"] is None else "cached"
-        lines.append(f"No {missing} run, so no end-to-end vs cached comparison.")
-    else:
+    if comparison is not None:
         delta = comparison["test_accuracy_delta"] * 100
         change = f"gained {delta:.2f}" if delta > 0 else f"lost {-delta:.2f}" if delta < 0 else "changed by 0.00"
         ratio = comparison["compute_ratio"]
