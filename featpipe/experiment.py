@@ -70,6 +70,7 @@ def load_experiment(path: str | os.PathLike, **overrides) -> Experiment:
 def run_experiment(exp: Experiment, progress: bool = True) -> tuple[list[Path], list[str]]:
     """Run (or resume) the grid; returns the run directories and notes for the report."""
     from featpipe import runtime
+    from featpipe.backbones import load_backbone
     from featpipe.data import load_image_folder
 
     data = load_image_folder(exp.data, val_fraction=exp.val_fraction, seed=exp.seed)
@@ -77,7 +78,7 @@ def run_experiment(exp: Experiment, progress: bool = True) -> tuple[list[Path], 
     batch_size = exp.batch_size or runtime.default_batch_size()
     run_dirs, notes = [], []
     for spec in exp.backbones:
-        backbone = _load(exp, spec)
+        backbone = load_backbone(spec, weights=exp.weights, image_size=exp.image_size, seed=exp.seed)
         if not backbone.pretrained:
             notes.append(f"{spec}: random-initialised weights, so its accuracies show the pipeline at work, "
                          "not what pretrained features reach")
@@ -85,12 +86,6 @@ def run_experiment(exp: Experiment, progress: bool = True) -> tuple[list[Path], 
         if exp.finetune:
             run_dirs.append(_finetune(exp, data, backbone, batch_size, device))
     return run_dirs, notes
-
-
-def _load(exp: Experiment, spec: str):
-    from featpipe.backbones import load_backbone
-
-    return load_backbone(spec, weights=exp.weights, image_size=exp.image_size, seed=exp.seed)
 
 
 def _cached_heads(exp: Experiment, data, backbone, batch_size: int, device: str, progress: bool) -> list[Path]:
@@ -105,6 +100,7 @@ def _cached_heads(exp: Experiment, data, backbone, batch_size: int, device: str,
     run_dirs = []
     with open_for_training(result.path) as cache:
         for name in exp.heads:
+            log.info("head %s on %s", name, result.path.name)
             trained = train_head(cache, make_head(name, params[name], seed=exp.seed), exp.runs_dir)
             log.info("%s %s", "reused" if trained.reused else "trained", trained.run_dir)
             run_dirs.append(trained.run_dir)
@@ -115,11 +111,11 @@ def _finetune(exp: Experiment, data, backbone, batch_size: int, device: str) -> 
     from featpipe.augment import DEFAULT_AUGMENT
     from featpipe.finetune import FineTuner, run_finetune
 
-    # A fresh copy of the base: fine-tuning changes its weights, the cached path must not see that.
-    fresh = _load(exp, backbone.spec)
-    tuner = FineTuner(fresh, augment=DEFAULT_AUGMENT, pooling=exp.pooling, epochs=exp.epochs,
+    # The same base object: its cached features are already extracted, so fine-tuning may change it now.
+    tuner = FineTuner(backbone, augment=DEFAULT_AUGMENT, pooling=exp.pooling, epochs=exp.epochs,
                       fine_tune_epochs=exp.fine_tune_epochs, batch_size=batch_size, unfreeze=exp.unfreeze,
                       seed=exp.seed)
+    log.info("end-to-end: %s, %d + %d epochs", backbone.spec, exp.epochs, exp.fine_tune_epochs)
     run = run_finetune(data, tuner, exp.runs_dir, device=device)
     log.info("%s %s", "reused" if run.reused else "fine-tuned", run.run_dir)
     return run.run_dir

@@ -44,13 +44,14 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="featpipe")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-v", "--verbose", count=True, help="More log output: -v featpipe's debug lines, -vv every library's.")
 def main(verbose: int) -> None:
     """featpipe: run a frozen pretrained base once, cache its features, train heads in seconds."""
-    logging.basicConfig(
-        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # featpipe's own steps are logged (batch jobs need to see where a long grid is); other libraries
+    # only warn unless asked.
+    logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("featpipe").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def _register() -> None:
