@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -81,10 +82,11 @@ class CacheWriter:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.final_path.exists():  # finished (by us, or by another process first): the work files go
+            shutil.rmtree(self.partial_dir, ignore_errors=True)
+            self.lock_path.unlink(missing_ok=True)
         fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         os.close(self._lock_fd)
-        if self.final_path.exists():
-            self.lock_path.unlink(missing_ok=True)
 
     def _open_manifest(self) -> None:
         """Reuse the shard size of an interrupted run, so its shards line up with the new ones."""
@@ -131,9 +133,6 @@ class CacheWriter:
             for split, paths in splits.items():
                 self._merge_split(f.create_group(split), split, paths, dtype, compression)
         os.replace(tmp, self.final_path)
-        for shard in self.partial_dir.iterdir():
-            shard.unlink()
-        self.partial_dir.rmdir()
         return self.final_path
 
     def _merge_split(self, group: h5py.Group, split: str, paths: list[str], dtype: str, compression) -> None:

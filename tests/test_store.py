@@ -98,3 +98,12 @@ def test_attributes_are_json(tmp_path):
         assert json.loads(f.attrs["image_size"]) == [8, 8]
     with FeatureCache(final) as cache:
         assert cache.attrs["image_size"] == [8, 8]
+
+
+def test_work_files_go_once_another_process_has_finished(tmp_path):
+    final = tmp_path / "c.h5"
+    with CacheWriter(final, "k", shard_rows=3) as writer:
+        writer.write_shard("train", 0, np.zeros((3, 2)), np.zeros(3), np.arange(3), [], seconds=1.0)
+        final.write_bytes(b"finished elsewhere")  # stands for the other process's atomic rename
+    assert not (tmp_path / "c.h5.partial").exists() and not (tmp_path / "c.h5.lock").exists()
+    assert final.read_bytes() == b"finished elsewhere"
