@@ -7,6 +7,7 @@ short end-to-end fine-tune and writes the comparison report.
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from featpipe.errors import FeatpipeError
@@ -43,8 +44,11 @@ def run_demo(out_dir: str | Path, data: str | None = None, backbone: str | None 
     out = Path(out_dir)
     if data is None:
         data = str(out / "data")
-        if not Path(data, "train").is_dir():
-            make_demo_dataset(data)
+        if not Path(data).is_dir():
+            # Generated aside and renamed when complete: an interrupted demo never reuses half a dataset.
+            partial = out / "data.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            make_demo_dataset(partial).rename(data)
     # The user's own base must load as asked; only the embedded default may fall back to random weights.
     spec = backbone or DEMO_BACKBONE
     image_size = None if backbone else DEMO_IMAGE_SIZE

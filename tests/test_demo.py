@@ -30,3 +30,16 @@ def test_default_base_uses_imagenet_weights_when_they_load(monkeypatch):
 def test_a_users_base_never_falls_back(tmp_path, dataset):
     with pytest.raises(FeatpipeError, match="no such model file"):
         demo.run_demo(tmp_path / "out", data=str(dataset), backbone="models/missing.keras", progress=False)
+
+
+def test_half_generated_data_is_never_used(tmp_path, tiny_model_file, monkeypatch):
+    from featpipe import demo_data
+
+    def interrupted(root, **kwargs):
+        (root / "train" / "checks").mkdir(parents=True)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo_data, "make_demo_dataset", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        demo.run_demo(tmp_path / "out", backbone=tiny_model_file, progress=False)
+    assert not (tmp_path / "out" / "data").exists()
