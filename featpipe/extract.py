@@ -211,12 +211,10 @@ def _attributes(data: ImageFolder, backbone: Backbone, facts: dict, content_hash
 
 def _result(path: Path, cached: bool) -> ExtractResult:
     with FeatureCache(path) as cache:
-        timing = {s: cache.timing(s) for s in cache.splits}
-        seconds = sum(t["seconds"] for t in timing.values())
-        images = sum(t["images"] for t in timing.values())
+        timing = cache.total_timing()
         return ExtractResult(
             path=path, key=cache.key, cached=cached,
             rows={s: cache.n_rows(s) for s in cache.splits},
             skipped={s: cache.skipped(s) for s in cache.splits},
-            seconds=seconds, images_per_second=images / seconds if seconds else None,
+            seconds=timing["seconds"], images_per_second=timing["images_per_second"],
         )

@@ -37,14 +37,15 @@ from featpipe.augment import DEFAULT_AUGMENT, augment_dataset, augmentation, can
 from featpipe.backbones import Backbone, pooling_layer
 from featpipe.data import ImageFolder
 from featpipe.errors import FeatpipeError
-from featpipe.extract import versions
+from featpipe.heads.base import as_class_probs
+from featpipe.heads.dense import class_probabilities
+from featpipe.extract import POOLINGS, versions
 from featpipe.metrics import classification_metrics
 from featpipe.pipeline import labeled_images
 from featpipe.preprocessing import Preprocessing
 
 PHASES = ("frozen", "fine-tune")
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}
-POOLINGS = ("avg", "max", "none")
 CHECKPOINT_DIR = "checkpoints"
 PROGRESS_FILE = "progress.json"
 MODEL_FILE = "model.keras"
@@ -196,7 +197,7 @@ class FineTuner:
                                dtype="float32", name="predictions"),
         ]
         outputs = _apply(head, features)
-        self.model_ = keras.Model(image, _class_probabilities(outputs) if binary else outputs, name="finetuned")
+        self.model_ = keras.Model(image, class_probabilities(outputs) if binary else outputs, name="finetuned")
         # One traced graph for every batch size, shared by all the splits predicted.
         self._forward = tf.function(lambda images: self.model_(images, training=False),
                                     input_signature=[tf.TensorSpec([None, *image.shape[1:]], tf.float32)])
@@ -268,22 +269,13 @@ class FineTuner:
 
     def evaluate(self, data: ImageFolder, split: str) -> dict:
         labels, proba = self.predict_split(data, split)
-        proba = proba.astype(np.float64)  # float32 rows sum to 1 only within rounding; sklearn warns about that
-        return classification_metrics(labels, proba / proba.sum(axis=1, keepdims=True), list(data.classes))
+        return classification_metrics(labels, as_class_probs(proba), list(data.classes))
 
 
 def _apply(layers: list[keras.Layer], x):
     for layer in layers:
         x = layer(x)
     return x
-
-
-def _class_probabilities(p):
-    """A sigmoid unit p -> [1 - p, p], as a frozen built-in Dense layer so the saved model needs no custom code."""
-    layer = keras.layers.Dense(2, dtype="float32", trainable=False, name="class_probabilities")
-    outputs = layer(p)
-    layer.set_weights([np.array([[-1.0, 1.0]]), np.array([1.0, 0.0])])
-    return outputs
 
 
 def base_layers(base: keras.Model) -> list[keras.Layer]:

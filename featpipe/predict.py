@@ -24,6 +24,7 @@ from featpipe.errors import FeatpipeError
 from featpipe.extract import compiled_forward
 from featpipe.heads import load_head
 from featpipe.heads.base import as_class_probs
+from featpipe.heads.dense import class_probabilities
 from featpipe.pipeline import batched, indexed_images, unreadable_reason
 from featpipe.runs import load_run
 
@@ -71,8 +72,8 @@ def image_model(run_dir: str | os.PathLike, info: dict) -> keras.Model:
     features = load_recorded_backbone(info).feature_model(info["pooling"])
     head = keras.saving.load_model(Path(run_dir) / info["model_file"])
     outputs = head(features.output)
-    if outputs.shape[-1] == 1:  # one sigmoid unit -> both classes' probabilities
-        outputs = keras.ops.concatenate([1 - outputs, outputs], axis=-1)
+    if outputs.shape[-1] == 1:
+        outputs = class_probabilities(outputs)
     return keras.Model(features.input, outputs, name=f"{info['name']}_classifier")
 
 

@@ -262,6 +262,13 @@ class FeatureCache:
         seconds = float(group.attrs["seconds"])
         return {"seconds": seconds, "images": images, "images_per_second": images / seconds if seconds else None}
 
+    def total_timing(self) -> dict:
+        """Extraction cost of the whole cache: `timing` summed over its splits."""
+        splits = [self.timing(split) for split in self.splits]
+        seconds = sum(t["seconds"] for t in splits)
+        images = sum(t["images"] for t in splits)
+        return {"seconds": seconds, "images": images, "images_per_second": images / seconds if seconds else None}
+
     def iter_batches(self, split: str, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(features, labels) row chunks in order, never more than `batch_size` rows in memory."""
         group = self._group(split)

@@ -176,12 +176,11 @@ def _check_classes(cache: FeatureCache, train_labels: np.ndarray) -> None:
 
 def _timing(cache: FeatureCache, fit_seconds: float, predict_seconds: float) -> dict:
     """Extraction cost (all splits of the cache) plus this head's; total = extract + fit + predict."""
-    extract = [cache.timing(split) for split in cache.splits]
-    seconds = sum(t["seconds"] for t in extract)
-    images = sum(t["images"] for t in extract)
+    extract = cache.total_timing()
+    seconds = extract["seconds"]
     return {
         "extract_seconds": seconds,
-        "extract_images_per_second": images / seconds if seconds else None,
+        "extract_images_per_second": extract["images_per_second"],
         "fit_seconds": fit_seconds,
         "predict_seconds": predict_seconds,
         "total_seconds": seconds + fit_seconds + predict_seconds,

@@ -40,6 +40,7 @@ def test_shards_merge_into_final_file_and_read_back(tmp_path):
         assert cache.paths("train") == [PATHS[r] for r in keep]
         assert cache.skipped("train") == [("train/c/4.jpg", "empty file")]
         assert cache.timing("train") == {"seconds": 1.5, "images": 7, "images_per_second": 7 / 1.5}
+        assert cache.total_timing() == cache.timing("train")  # one split: the same sums
         chunks = list(cache.iter_batches("train", 4))
         assert [len(x) for x, _ in chunks] == [4, 2]
         np.testing.assert_array_equal(np.concatenate([x for x, _ in chunks]), cache.features("train"))

@@ -64,6 +64,17 @@ def build_model(feature_shape: tuple[int, ...], n_classes: int, params: dict, tr
     return model
 
 
+def class_probabilities(p):
+    """A sigmoid unit p -> [1 - p, p] inside a Keras graph, so a binary model outputs one column per class.
+
+    A frozen built-in Dense layer: a saved model that uses it loads with no custom code.
+    """
+    layer = keras.layers.Dense(2, dtype="float32", trainable=False, name="class_probabilities")
+    outputs = layer(p)
+    layer.set_weights([np.array([[-1.0, 1.0]]), np.array([1.0, 0.0])])
+    return outputs
+
+
 class DenseHead(Head):
     """A small Keras classifier; several values of units / dropout / learning_rate are searched on validation."""
 
