@@ -83,6 +83,8 @@ class Backbone:
     weights: str  # "imagenet", "none", "file" or a path
     weights_id: str
     extra: dict = field(default_factory=dict)
+    # load_backbone's arguments, so that worker processes can load the same base (empty when made by hand).
+    recipe: dict = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -142,6 +144,8 @@ def load_backbone(
     if weights == "none":
         backbone.weights_id = f"random(seed={seed})"
     backbone.model.trainable = False
+    backbone.recipe = {"spec": spec, "weights": weights, "image_size": list(size) if size else None,
+                       "preprocess": preprocess, "seed": seed}
     return backbone
 
 

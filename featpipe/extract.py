@@ -1,4 +1,11 @@
-"""Run a frozen base once over each split of a dataset and store the features in the HDF5 cache."""
+"""Run a frozen base once over each split of a dataset and store the features in the HDF5 cache.
+
+The work is a list of parts (featpipe.parts: contiguous row ranges of a split). `extract` plans them, runs the
+missing ones — in this process, or in one worker process per GPU or CPU worker (featpipe.distribute) — and
+assembles the cache (featpipe.assemble). `extract_shard` runs one slice K/N of the parts and stops, for job
+arrays and cluster engines; `merge` assembles what they wrote. Inside one worker, `run_parts` is the reader
+(tf.data decode) -> mapper (one compiled forward call) -> writer (a background thread) loop.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,8 @@ import importlib.metadata
 import os
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 
 import keras
@@ -15,12 +23,16 @@ import numpy as np
 import tensorflow as tf
 
 import featpipe
+from featpipe.assemble import assemble, describe_missing
 from featpipe.backbones import Backbone
 from featpipe.data import ImageFolder
 from featpipe.errors import FeatpipeError
+from featpipe.parts import Part, PartData, part_rows_for, shard_parts
 from featpipe.pipeline import batched, indexed_images, unreadable_reason
 from featpipe.progress import Progress
-from featpipe.store import CacheWriter, FeatureCache, cache_file_name, cache_key
+from featpipe.store import FeatureCache, cache_file_name, cache_key
+from featpipe.workdir import WorkDir
+from featpipe.writer import PartWriter
 
 POOLINGS = ("avg", "max", "none")
 DTYPES = ("float32", "float16")
@@ -38,6 +50,9 @@ class ExtractResult:
     skipped: dict[str, list[tuple[str, str]]]
     seconds: float
     images_per_second: float | None
+    # This run's own figures (empty when cached): seconds the background writer wrote and the forward loop
+    # waited for it; seconds of assembly.
+    stats: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
         return {
@@ -46,6 +61,24 @@ class ExtractResult:
             "seconds": round(self.seconds, 3),
             "images_per_second": None if self.images_per_second is None else round(self.images_per_second, 1),
         }
+
+
+@dataclass
+class ShardResult:
+    """What one shard K/N of an extraction did, and what the whole extraction still lacks."""
+
+    path: Path
+    key: str
+    shard: tuple[int, int]
+    parts: int
+    rows: int
+    missing: list[Part]
+    cached: bool = False
+
+    def summary(self) -> dict:
+        return {"cache": str(self.path), "key": self.key, "shard": f"{self.shard[0]}/{self.shard[1]}",
+                "parts_written": self.parts, "rows_written": self.rows, "parts_missing": len(self.missing),
+                "cached": self.cached}
 
 
 def versions() -> dict:
@@ -70,6 +103,69 @@ def extraction_facts(data: ImageFolder, backbone: Backbone, splits: list[str], p
     }
 
 
+@dataclass(frozen=True)
+class Extraction:
+    """One extraction, resolved: options, facts, key and where its files go. Plain data, so that worker
+    processes and cluster engines receive it as JSON (`job`) and rebuild the same thing."""
+
+    data: ImageFolder
+    backbone: Backbone
+    cache_dir: Path
+    splits: tuple[str, ...]
+    pooling: str
+    dtype: str
+    batch_size: int
+    compression: str
+    crop_to_aspect_ratio: bool
+    content_hash: bool
+    facts: dict
+    key: str
+
+    @property
+    def final_path(self) -> Path:
+        label = f"{self.backbone.label}-{self.backbone.image_size[0]}-{self.pooling}"
+        return self.cache_dir / cache_file_name(label, self.key)
+
+    @property
+    def workdir(self) -> WorkDir:
+        return WorkDir(self.final_path)
+
+    def job(self) -> dict:
+        """What a worker needs to rebuild this extraction: see featpipe.worker.run_job."""
+        if not self.backbone.recipe:
+            raise FeatpipeError("extraction in worker processes needs a backbone made by load_backbone")
+        return {
+            "data": {"root": str(self.data.root.resolve()), "val_fraction": self.data.val_fraction,
+                     "seed": self.data.seed},
+            "backbone": self.backbone.recipe, "policy": keras.mixed_precision.global_policy().name,
+            "cache_dir": str(self.cache_dir.resolve()), "splits": list(self.splits), "pooling": self.pooling,
+            "dtype": self.dtype, "batch_size": self.batch_size, "compression": self.compression,
+            "crop_to_aspect_ratio": self.crop_to_aspect_ratio, "content_hash": self.content_hash, "key": self.key,
+        }
+
+    def manifest(self, device: str, workers: int, shards: int | None, part_rows: int | None) -> dict:
+        split_rows = {s: len(self.data.splits[s]) for s in self.splits}
+        shape = self.backbone.feature_model(self.pooling).output_shape[1:]
+        row_bytes = int(np.prod(shape)) * np.dtype(self.dtype).itemsize
+        return {
+            "key": self.key, "splits": split_rows, "dtype": self.dtype, "shards": shards,
+            "compression": None if self.compression == "none" else self.compression,
+            "part_rows": part_rows or part_rows_for(row_bytes, max(split_rows.values()), shards or workers),
+            "attrs": _attributes(self, device),
+        }
+
+
+def plan_extraction(data: ImageFolder, backbone: Backbone, cache_dir: str | os.PathLike = "cache", *,
+                    splits: list[str] | None = None, pooling: str = "avg", dtype: str = "float32",
+                    batch_size: int = 32, compression: str = "none", crop_to_aspect_ratio: bool = False,
+                    content_hash: bool = False) -> Extraction:
+    """Check the options and compute the key: everything but the work itself."""
+    splits = _check_options(data, splits, pooling, dtype, batch_size, compression)
+    facts = extraction_facts(data, backbone, splits, pooling, dtype, crop_to_aspect_ratio, content_hash)
+    return Extraction(data, backbone, Path(cache_dir), tuple(splits), pooling, dtype, batch_size, compression,
+                      crop_to_aspect_ratio, content_hash, facts, cache_key(facts))
+
+
 def extract(
     data: ImageFolder,
     backbone: Backbone,
@@ -84,29 +180,88 @@ def extract(
     content_hash: bool = False,
     device: str = "",
     progress: bool = True,
+    workers: int = 1,
+    gpus: list[str] | None = None,
+    part_rows: int | None = None,
 ) -> ExtractResult:
-    """Extract features for `splits` (default: all) unless this exact extraction is cached already."""
-    splits = _check_options(data, splits, pooling, dtype, batch_size, compression)
-    facts = extraction_facts(data, backbone, splits, pooling, dtype, crop_to_aspect_ratio, content_hash)
-    key = cache_key(facts)
-    label = f"{backbone.label}-{backbone.image_size[0]}-{pooling}"
-    final = Path(cache_dir) / cache_file_name(label, key)
+    """Extract features for `splits` (default: all) unless this exact extraction is cached already.
+
+    `workers` > 1 runs that many worker processes on the CPU; `gpus` (CUDA device ids) one worker process per
+    GPU. Either way the missing parts are divided between them and one cache file is assembled. `part_rows`
+    overrides the part size (rows per part file) of a new extraction.
+    """
+    job = plan_extraction(data, backbone, cache_dir, splits=splits, pooling=pooling, dtype=dtype,
+                          batch_size=batch_size, compression=compression,
+                          crop_to_aspect_ratio=crop_to_aspect_ratio, content_hash=content_hash)
+    final, workdir = job.final_path, job.workdir
     if final.exists():
         return _result(final, cached=True)
-    with CacheWriter(final, key, shard_rows=batch_size) as writer:
+    devices = list(gpus) if gpus else [None] * max(1, workers)
+    with workdir.lock():
         if final.exists():  # another process finished it while we were starting
             return _result(final, cached=True)
-        forward = compiled_forward(backbone.feature_model(pooling))
-        for split in splits:
-            _extract_split(writer, forward, data, split, backbone.image_size, crop_to_aspect_ratio,
-                           batch_size, dtype, progress)
-        writer.finalize(
-            {s: list(data.splits[s].paths) for s in splits},
-            _attributes(data, backbone, facts, content_hash, device),
-            dtype,
-            None if compression == "none" else compression,
-        )
-    return _result(final, cached=False)
+        workdir.open(job.manifest(device, len(devices), None, part_rows))
+        todo = workdir.missing(workdir.plan())
+        stats = {}
+        if todo and len(devices) == 1 and devices[0] is None:
+            stats = run_parts(job, todo, progress=progress)
+        elif todo:
+            from featpipe.distribute import run_local_workers
+
+            run_local_workers(job.job(), todo, devices, workdir, progress=progress)
+        start = time.perf_counter()
+        assemble(workdir)
+        stats["assemble_seconds"] = time.perf_counter() - start
+    return _result(final, cached=False, stats=stats)
+
+
+def extract_shard(data: ImageFolder, backbone: Backbone, cache_dir: str | os.PathLike = "cache", *,
+                  shard: tuple[int, int], device: str = "", progress: bool = True, part_rows: int | None = None,
+                  **options) -> ShardResult:
+    """Extract slice K of N of the parts (by sorted file order) into part files only; `merge` assembles them.
+
+    N processes started in any order — reruns included — write the same parts one process would.
+    """
+    k, n = shard
+    if not (n >= 1 and 0 <= k < n):
+        raise FeatpipeError(f"--shard must be K/N with 0 <= K < N, got {k}/{n}")
+    job = plan_extraction(data, backbone, cache_dir, **options)
+    final, workdir = job.final_path, job.workdir
+    if final.exists():
+        return ShardResult(final, job.key, shard, 0, 0, [], cached=True)
+    with workdir.lock(shard=shard):
+        workdir.open(job.manifest(device, 1, n, part_rows))
+        plan = workdir.plan()
+        todo = workdir.missing(shard_parts(plan, k, n))
+        if todo:
+            run_parts(job, todo, progress=progress, label=f"shard {k}/{n} ")
+        missing = [p for p in plan if not workdir.part_path(p).exists()]
+    return ShardResult(final, job.key, shard, len(todo), sum(p.rows for p in todo), missing)
+
+
+def merge(path: str | os.PathLike) -> ExtractResult:
+    """Assemble the parts of an extraction (its cache path or its .partial directory) into its cache file."""
+    final = Path(str(path).removesuffix("/").removesuffix(".partial"))
+    workdir = WorkDir(final)
+    if final.exists():
+        return _result(final, cached=True)
+    if not workdir.path.is_dir():
+        raise FeatpipeError(f"no extraction in progress at {workdir.path}")
+    with workdir.lock():
+        if final.exists():
+            return _result(final, cached=True)
+        start = time.perf_counter()
+        assemble(workdir)
+        return _result(final, cached=False, stats={"assemble_seconds": time.perf_counter() - start})
+
+
+def missing_parts(path: str | os.PathLike) -> str:
+    """What an extraction in progress still lacks, in words (for `featpipe cache ls`)."""
+    workdir = WorkDir(Path(str(path).removesuffix(".partial")))
+    manifest = workdir.manifest()
+    plan = workdir.plan()
+    missing = [p for p in plan if not workdir.part_path(p).exists()]
+    return describe_missing(missing, manifest) if missing else f"all {len(plan)} parts done: run `featpipe cache merge`"
 
 
 def _check_options(data, splits, pooling, dtype, batch_size, compression) -> list[str]:
@@ -129,70 +284,92 @@ def compiled_forward(model: keras.Model):
     return tf.function(lambda images: model(images, training=False), input_signature=[spec])
 
 
-def _extract_split(writer: CacheWriter, forward, data: ImageFolder, split: str, size, crop: bool,
-                   batch_size: int, dtype: str, progress: bool) -> None:
-    files, n = data.files(split), len(data.splits[split])
-    done = writer.done_shards(split)
-    todo = [start for start in range(0, n, writer.shard_rows) if start not in done]
-    if not todo:
-        return
-    rows = np.concatenate([np.arange(s, min(s + writer.shard_rows, n)) for s in todo])
-    label = f"{split} (resuming: {n - len(rows)} of {n} images already done)" if done else split
-    meter = Progress(len(rows), label) if progress else None
-    shards = _ShardBuffer(writer, split, files, np.asarray(data.splits[split].labels), todo, meter)
-    for images, batch_rows in batched(indexed_images(files, size, crop, rows), batch_size):
-        shards.add(forward(images).numpy().astype(dtype), batch_rows.numpy())
-    shards.close()
+def run_parts(job: Extraction, parts: list[Part], *, progress: bool = True, threads: int | None = None,
+              label: str = "") -> dict:
+    """Extract `parts` in this process: tf.data reads and decodes, the compiled model maps, a background
+    thread writes each part as soon as its rows have gone by. Returns the writer's figures.
+
+    On an interrupt, the parts already finished are still written before the exception goes on.
+    """
+    forward = compiled_forward(job.backbone.feature_model(job.pooling))
+    writer = PartWriter(job.workdir.path, job.key)
+    try:
+        for split, split_parts in groupby(parts, key=lambda p: p.split):
+            _run_split(job, forward, writer, split, list(split_parts), progress, threads, label)
+    finally:
+        writer.close()
+    return {"write_seconds": writer.write_seconds, "write_wait_seconds": writer.wait_seconds}
+
+
+def _run_split(job: Extraction, forward, writer: PartWriter, split: str, parts: list[Part], progress: bool,
+               threads: int | None, label: str) -> None:
+    start = time.perf_counter()
+    n = len(job.data.splits[split])
+    rows = np.concatenate([np.arange(p.start, p.stop) for p in parts])
+    title = f"{label}{split}" + (f" (resuming: {n - len(rows)} of {n} images already done)" if len(rows) < n else "")
+    meter = Progress(len(rows), title) if progress else None
+    dataset = batched(indexed_images(job.data.files(split), job.backbone.image_size, job.crop_to_aspect_ratio,
+                                     rows), job.batch_size)
+    if threads:  # several workers on one machine divide its cores instead of each taking them all
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = threads
+        dataset = dataset.with_options(options)
+    buffer = _PartBuffer(job.data, split, parts, writer, meter, start)
+    for images, batch_rows in dataset:
+        buffer.add(forward(images).numpy().astype(job.dtype), batch_rows.numpy())
+    buffer.close()
+    writer.drain()
     if meter:
         meter.close()
 
 
-class _ShardBuffer:
-    """Collects (features, row) batches and writes each shard as soon as all its rows have gone by.
+class _PartBuffer:
+    """Collects (features, row) batches and hands each part to the writer as soon as its rows have gone by.
 
-    Rows arrive in order, minus the unreadable ones, so a shard is complete once a row at or past its
-    last row has been seen (or the stream has ended); the rows it lacks are the skipped ones.
+    Rows arrive in order, minus the unreadable ones, so a part is complete once a row at or past its last
+    row has been seen (or the stream has ended); the rows it lacks are the skipped ones.
     """
 
-    def __init__(self, writer: CacheWriter, split: str, files: list[str], labels: np.ndarray,
-                 todo: list[int], meter: Progress | None):
-        self.writer, self.split, self.files, self.labels, self.meter = writer, split, files, labels, meter
-        self.todo = deque(todo)
+    def __init__(self, data: ImageFolder, split: str, parts: list[Part], writer: PartWriter, meter, clock: float):
+        self.files, self.writer, self.meter = data.files(split), writer, meter
+        self.paths, self.labels = data.splits[split].paths, np.asarray(data.splits[split].labels)
+        self.todo = deque(parts)
         self.feats: list[np.ndarray] = []
         self.rows: list[np.ndarray] = []
-        self.clock = time.perf_counter()
-
-    def _end(self, start: int) -> int:
-        return min(start + self.writer.shard_rows, len(self.files))
+        self.clock = clock  # each part's seconds run from the previous hand-over (or the split's start)
 
     def add(self, feats: np.ndarray, rows: np.ndarray) -> None:
         self.feats.append(feats)
         self.rows.append(rows)
-        while self.todo and rows[-1] >= self._end(self.todo[0]) - 1:
+        while self.todo and rows[-1] >= self.todo[0].stop - 1:
             self._flush(self.todo.popleft())
 
     def close(self) -> None:
-        while self.todo:  # trailing shards whose last images were all unreadable
+        while self.todo:  # trailing parts whose last images were all unreadable
             self._flush(self.todo.popleft())
 
-    def _flush(self, start: int) -> None:
-        end = self._end(start)
+    def _flush(self, part: Part) -> None:
         feats = np.concatenate(self.feats) if self.feats else np.zeros((0,), np.float32)
         rows = np.concatenate(self.rows) if self.rows else np.zeros((0,), np.int64)
-        take = int(np.searchsorted(rows, end))
-        skipped = sorted(set(range(start, end)) - set(rows[:take].tolist()))
+        take = int(np.searchsorted(rows, part.stop))
+        kept = rows[:take]
+        skipped = sorted(set(range(part.start, part.stop)) - set(kept.tolist()))
         now = time.perf_counter()
-        self.writer.write_shard(
-            self.split, start, feats[:take], self.labels[rows[:take]], rows[:take],
-            [(r, unreadable_reason(self.files[r])) for r in skipped], seconds=now - self.clock,
-        )
+        self.writer.put(PartData(
+            part=part, features=feats[:take], labels=self.labels[kept], rows=kept,
+            paths=[self.paths[r] for r in kept], skipped_rows=np.asarray(skipped, np.int64),
+            skipped_paths=[self.paths[r] for r in skipped],
+            skipped_reasons=[unreadable_reason(self.files[r]) for r in skipped],
+            seconds=now - self.clock, clock_from=now if not self.todo else None,
+        ))
         self.clock = now
         self.feats, self.rows = [feats[take:]], [rows[take:]]
         if self.meter:
-            self.meter.update(end - start)
+            self.meter.update(part.rows)
 
 
-def _attributes(data: ImageFolder, backbone: Backbone, facts: dict, content_hash: bool, device: str) -> dict:
+def _attributes(job: Extraction, device: str) -> dict:
+    data, backbone, facts = job.data, job.backbone, job.facts
     return {
         "facts": facts,
         "classes": list(data.classes),
@@ -202,14 +379,14 @@ def _attributes(data: ImageFolder, backbone: Backbone, facts: dict, content_hash
         "image_size": list(backbone.image_size),
         "pooling": facts["pooling"],
         "dataset": {"root": str(data.root.resolve()), "val_fraction": data.val_fraction, "seed": data.seed,
-                    "content_hash": content_hash, "fingerprint": facts["dataset"]["fingerprint"]},
+                    "content_hash": job.content_hash, "fingerprint": facts["dataset"]["fingerprint"]},
         "versions": facts["versions"],
         "device": device or ("GPU" if tf.config.list_logical_devices("GPU") else "CPU"),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
-def _result(path: Path, cached: bool) -> ExtractResult:
+def _result(path: Path, cached: bool, stats: dict | None = None) -> ExtractResult:
     with FeatureCache(path) as cache:
         timing = cache.total_timing()
         return ExtractResult(
@@ -217,4 +394,5 @@ def _result(path: Path, cached: bool) -> ExtractResult:
             rows={s: cache.n_rows(s) for s in cache.splits},
             skipped={s: cache.skipped(s) for s in cache.splits},
             seconds=timing["seconds"], images_per_second=timing["images_per_second"],
+            stats=stats or {},
         )

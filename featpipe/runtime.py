@@ -41,6 +41,11 @@ def configure(precision: str = "auto") -> dict:
     }
 
 
+def hide_gpus() -> None:
+    """Keep this process off the GPUs (its workers use them); must run before TensorFlow initialises them."""
+    tf.config.set_visible_devices([], "GPU")
+
+
 def default_batch_size() -> int:
     # A GPU needs big batches to stay busy; on a CPU bigger batches only add latency and memory.
     return 128 if gpus() else 32

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from featpipe.store import CacheWriter, cache_key
+from cache_fixtures import write_cache as write_cache_file
+from featpipe.store import cache_key
 
 SPLIT_ROWS = {"train": 60, "validation": 30, "test": 30}
 
@@ -44,13 +45,7 @@ def write_cache(path: Path, data: dict, classes: list[str], seconds: float = 2.0
                     "content_hash": False, "fingerprint": "synthetic"},
         "versions": {"featpipe": "test"}, "device": "CPU", "created": "2024-01-01T00:00:00+00:00",
     }
-    paths = {}
-    with CacheWriter(path, key, shard_rows=10_000) as writer:
-        for split, (features, labels) in data.items():
-            paths[split] = [f"{split}/{classes[label]}/{i}.png" for i, label in enumerate(labels)]
-            writer.write_shard(split, 0, features, labels, np.arange(len(labels)), [], seconds=seconds)
-        writer.finalize(paths, attrs, "float32", None)
-    return path
+    return write_cache_file(path, key, data, attrs, seconds=seconds)
 
 
 def synthetic_cache(directory: Path, n_classes: int = 2, spatial: bool = False, without=()) -> Path:

@@ -17,7 +17,8 @@ def run(*args, **kwargs):
 
 def test_help_on_every_command():
     for command in (["--help"], ["extract", "--help"], ["split", "--help"], ["backbones", "--help"],
-                    ["cache", "--help"], ["cache", "ls", "--help"], ["cache", "info", "--help"]):
+                    ["cache", "--help"], ["cache", "ls", "--help"], ["cache", "info", "--help"],
+                    ["cache", "merge", "--help"]):
         result = run(*command)
         assert result.exit_code == 0 and "Usage:" in result.output
 
@@ -117,3 +118,64 @@ def test_interrupt_exits_130_and_says_how_to_resume(monkeypatch, dataset):
     result = run("extract", dataset, "--backbone", "keras:VGG16")
     assert result.exit_code == 130
     assert result.stderr.strip() == "featpipe: interrupted; run the same command again to resume"
+
+
+def test_job_array_shards_then_merge(corrupt_dataset, tiny_model_file, tmp_path):
+    cache_dir = tmp_path / "cache"
+    common = ["extract", corrupt_dataset, "--backbone", tiny_model_file, "--cache-dir", cache_dir, "--part-rows", 5]
+    first = run(*common, "--shard", "1/2", "--json")
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout.strip().splitlines()[-1])["parts_written"] == 4
+    assert "parts of other shards still missing; when every shard is done: featpipe cache merge" in first.stdout
+    listing = run("cache", "ls", "--cache-dir", cache_dir)
+    assert "3 parts missing: train rows 0-4 (shard 0/2)" in listing.output
+    early = run("cache", "merge", "--cache-dir", cache_dir)
+    assert early.exit_code == 1 and early.stderr.count("\n") == 1
+    assert "featpipe: error: cannot assemble" in early.stderr and "train rows 0-4 (shard 0/2)" in early.stderr
+    second = run(*common, "--shard", "0/2")
+    assert second.exit_code == 0 and "every part is done" in second.stdout
+    merged = run("cache", "merge", "--cache-dir", cache_dir)
+    assert merged.exit_code == 0 and merged.stdout.startswith("merged: ") and "train 12" in merged.stdout
+    assert run(*common).stdout.startswith("cached: ")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--shard", "2/2"], "expected K/N with 0 <= K < N"),
+    (["--shard", "x"], "expected K/N"),
+    (["--devices", "0,1"], "no GPU is visible"),
+    (["--devices", "gpu"], "--devices must be all, cpu or GPU indices like 0,1"),
+])
+def test_bad_sharding_and_devices(dataset, tiny_model_file, tmp_path, args, message):
+    result = run("extract", dataset, "--backbone", tiny_model_file, "--cache-dir", tmp_path, *args)
+    assert result.exit_code in (1, 2) and message in result.output
+
+
+def test_merge_of_nothing_is_one_line(tmp_path):
+    result = run("cache", "merge", "--cache-dir", tmp_path)
+    assert result.exit_code == 1 and result.stderr == f"featpipe: error: no extraction in progress in {tmp_path}\n"
+    result = run("cache", "merge", tmp_path / "x.h5")
+    assert result.exit_code == 1 and "no extraction in progress at" in result.stderr
+
+
+LOW_FILE_LIMIT = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+from featpipe.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_more_parts_than_open_files_under_ulimit(tmp_path, tiny_model_file):
+    import subprocess
+    import sys
+
+    from conftest import CLASS_COLOURS
+
+    for i in range(300):
+        make_image(tmp_path / "data" / "train" / ("cat", "dog")[i % 2] / f"{i}.png",
+                   CLASS_COLOURS[("cat", "dog")[i % 2]], size=(12, 12), seed=i)
+    done = subprocess.run([sys.executable, "-c", LOW_FILE_LIMIT, "extract", str(tmp_path / "data"), "-b",
+                           tiny_model_file, "--cache-dir", str(tmp_path / "cache"), "--part-rows", "1", "-q"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("extracted: ") and "(train 300 rows)" in done.stdout

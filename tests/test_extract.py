@@ -2,6 +2,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,9 +12,10 @@ from conftest import make_dataset
 from featpipe.backbones import load_backbone
 from featpipe.data import load_image_folder
 from featpipe.errors import FeatpipeError
-from featpipe.extract import extract
+from featpipe.extract import extract, extract_shard, merge
 from featpipe.pipeline import indexed_images
-from featpipe.store import CacheWriter, FeatureCache
+from featpipe.store import FeatureCache
+from featpipe.workdir import WorkDir
 
 
 @pytest.fixture
@@ -82,32 +85,41 @@ def test_bad_options(dataset, base, tmp_path, kwargs, message):
 def test_concurrent_extraction_of_the_same_key_is_refused(dataset, base, tmp_path):
     data = load_image_folder(dataset)
     probe = extract(data, base, tmp_path / "probe", progress=False)  # learn the file name of this key
-    final = tmp_path / "cache" / probe.path.name
-    with CacheWriter(final, probe.key, shard_rows=32):
+    with WorkDir(tmp_path / "cache" / probe.path.name).lock():
         with pytest.raises(FeatpipeError, match="another featpipe process is writing"):
             extract(data, base, tmp_path / "cache", progress=False)
 
 
+def assert_same_cache(a_path, b_path):
+    """Same rows, paths, labels and skipped files exactly; features up to CPU kernels' last bits."""
+    with FeatureCache(a_path) as a, FeatureCache(b_path) as b:
+        assert a.key == b.key and a.splits == b.splits
+        for split in b.splits:
+            assert a.paths(split) == b.paths(split) and a.skipped(split) == b.skipped(split)
+            np.testing.assert_array_equal(a.labels(split), b.labels(split))
+            np.testing.assert_allclose(a.features(split), b.features(split), rtol=1e-5, atol=1e-6)
+
+
 KILLER = textwrap.dedent("""
     import os, signal, sys
-    from featpipe import store
+    from featpipe import writer
     from featpipe.backbones import load_backbone
     from featpipe.data import load_image_folder
     from featpipe.extract import extract
 
     data, model, cache, kill_after = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    original, written = store.CacheWriter.write_shard, []
+    original, written = writer.write_part, []
 
-    def write_then_die(self, *args, **kwargs):
+    def write_then_die(directory, key, part):
         if len(written) == kill_after:
-            # Die halfway through the next shard: a temporary file is left behind, as in a real crash.
-            (self.partial_dir / "train-0000000099.tmp").write_bytes(b"half a shard")
+            # Die halfway through the next part: a temporary file is left behind, as in a real crash.
+            (directory / f"{part.part.file_name}.tmp-1-ab").write_bytes(b"half a part")
             os.kill(os.getpid(), signal.SIGKILL)
-        original(self, *args, **kwargs)
-        written.append(args[1])
+        original(directory, key, part)
+        written.append(part)
 
-    store.CacheWriter.write_shard = write_then_die
-    extract(load_image_folder(data), load_backbone(model), cache, batch_size=4, progress=False)
+    writer.write_part = write_then_die
+    extract(load_image_folder(data), load_backbone(model), cache, batch_size=4, part_rows=4, progress=False)
 """)
 
 
@@ -122,12 +134,81 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(corrupt_dataset, tiny_
     assert not list((tmp_path / "resumed").glob("*.h5"))  # nothing looks finished
 
     data, base = load_image_folder(corrupt_dataset), load_backbone(tiny_model_file)
-    resumed = extract(data, base, tmp_path / "resumed", batch_size=8)  # the first run's shard size is kept
+    resumed = extract(data, base, tmp_path / "resumed", batch_size=8, part_rows=6)  # the first layout is kept
     assert "train (resuming: 8 of 15 images already done): 7/7 images" in capsys.readouterr().err
     whole = extract(data, base, tmp_path / "whole", batch_size=4, progress=False)
     assert resumed.key == whole.key and not resumed.cached and not partial[0].exists()
-    with FeatureCache(resumed.path) as a, FeatureCache(whole.path) as b:
-        for split in b.splits:
-            np.testing.assert_array_equal(a.features(split), b.features(split))
-            np.testing.assert_array_equal(a.labels(split), b.labels(split))
-            assert a.paths(split) == b.paths(split) and a.skipped(split) == b.skipped(split)
+    assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == [resumed.path.name]
+    assert_same_cache(resumed.path, whole.path)
+
+
+def test_recorded_seconds_are_the_wall_time_of_the_work(dataset, base, tmp_path):
+    data = load_image_folder(dataset)
+    start = time.perf_counter()
+    result = extract(data, base, tmp_path, batch_size=2, part_rows=3, progress=False)
+    wall = time.perf_counter() - start
+    with FeatureCache(result.path) as cache:
+        recorded = [cache.timing(split)["seconds"] for split in cache.splits]
+    assert all(s > 0 for s in recorded) and sum(recorded) <= wall
+    assert result.stats["write_seconds"] > 0 and result.stats["assemble_seconds"] > 0
+
+
+def test_shards_in_any_order_with_reruns_equal_one_process(corrupt_dataset, base, tmp_path):
+    data = load_image_folder(corrupt_dataset)
+    whole = extract(data, base, tmp_path / "whole", batch_size=4, part_rows=4, progress=False)
+    done = []
+    for k in (2, 0, 2):  # out of order, and one shard run twice
+        done.append(extract_shard(data, base, tmp_path / "sharded", shard=(k, 3), batch_size=5, part_rows=4,
+                                  progress=False))
+    assert [r.parts for r in done] == [3, 2, 0] and len(done[-1].missing) == 3  # shard 1's parts
+    with pytest.raises(FeatpipeError, match=r"3 parts missing: train rows 8-11 \(shard 1/3\)"):
+        merge(done[-1].path)
+    last = extract_shard(data, base, tmp_path / "sharded", shard=(1, 3), batch_size=3, progress=False)
+    assert last.missing == [] and last.path.name == whole.path.name
+    merged = merge(f"{last.path}.partial")
+    assert not merged.cached and merge(last.path).cached
+    assert_same_cache(merged.path, whole.path)
+    assert extract_shard(data, base, tmp_path / "sharded", shard=(0, 3), progress=False).cached
+
+
+def test_worker_processes_equal_one_process(corrupt_dataset, base, tmp_path):
+    data = load_image_folder(corrupt_dataset)
+    whole = extract(data, base, tmp_path / "whole", batch_size=4, progress=False)
+    workers = extract(data, base, tmp_path / "workers", batch_size=3, workers=2, part_rows=4, progress=False)
+    assert_same_cache(workers.path, whole.path)
+    with pytest.raises(FeatpipeError, match="needs a backbone made by load_backbone"):
+        extract(data, replace(base, recipe={}), tmp_path / "by-hand", workers=2, progress=False)
+
+
+# Loaded by every worker process (through PYTHONPATH): the worker that reaches the validation split is
+# SIGKILLed there, after it wrote its train parts.
+KILL_A_WORKER = textwrap.dedent("""
+    import os, signal
+    from featpipe import writer
+    original = writer.write_part
+
+    def write_or_die(directory, key, part):
+        if part.part.split == "validation":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(directory, key, part)
+
+    writer.write_part = write_or_die
+""")
+
+
+def test_a_killed_worker_is_named_and_the_rerun_finishes_the_rest(corrupt_dataset, base, tmp_path, monkeypatch):
+    data = load_image_folder(corrupt_dataset)
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(KILL_A_WORKER)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "hook"), *sys.path]))
+    with pytest.raises(FeatpipeError, match=r"worker 1/2 \(CPU\) was killed by SIGKILL.*run the same command "
+                                            r"again to extract the 4 missing parts"):
+        extract(data, base, tmp_path / "c", batch_size=4, workers=2, part_rows=4, progress=False)
+    partial = next((tmp_path / "c").glob("*.partial"))
+    kept = sorted(p.name for p in partial.glob("*.h5"))
+    assert len(kept) == 4 and all(name.startswith("train-") for name in kept)  # both workers' train parts
+
+    monkeypatch.delenv("PYTHONPATH")
+    rerun = extract(data, base, tmp_path / "c", batch_size=4, workers=2, progress=False)
+    whole = extract(data, base, tmp_path / "whole", batch_size=4, progress=False)
+    assert_same_cache(rerun.path, whole.path)

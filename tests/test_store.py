@@ -4,18 +4,18 @@ import h5py
 import numpy as np
 import pytest
 
+from cache_fixtures import write_cache
 from featpipe.errors import FeatpipeError
-from featpipe.store import CacheWriter, FeatureCache, cache_file_name, cache_key, list_caches
+from featpipe.store import FeatureCache, cache_file_name, cache_key, list_caches
 
-PATHS = [f"train/c/{i}.jpg" for i in range(7)]
+ATTRS = {"classes": ["a", "b"], "facts": {"x": 1}, "image_size": [8, 8]}
 
 
-def _write_split(writer, features, skip=()):
-    """Shards of 3 rows over 7 source rows, dropping `skip` rows as unreadable."""
-    for start in range(0, 7, 3):
-        rows = np.array([r for r in range(start, min(start + 3, 7)) if r not in skip], np.int64)
-        writer.write_shard("train", start, features[rows], rows % 2, rows,
-                           [(r, "empty file") for r in range(start, min(start + 3, 7)) if r in skip], seconds=0.5)
+@pytest.fixture
+def cache_file(tmp_path):
+    features = np.arange(7 * 4, dtype=np.float32).reshape(7, 4)
+    return write_cache(tmp_path / "c.h5", "k" * 64, {"train": (features, np.arange(7) % 2)}, ATTRS,
+                       part_rows=3, seconds=1.5)
 
 
 def test_key_is_order_independent_and_sensitive():
@@ -23,55 +23,29 @@ def test_key_is_order_independent_and_sensitive():
     assert cache_file_name("keras:MobileNet(alpha=0.25)/x", "f" * 64) == "keras_MobileNet_alpha=0.25_x-ffffffffffffffff.h5"
 
 
-def test_shards_merge_into_final_file_and_read_back(tmp_path):
-    features = np.arange(7 * 4, dtype=np.float32).reshape(7, 4)
-    final = tmp_path / "c.h5"
-    with CacheWriter(final, "k" * 64, shard_rows=3) as writer:
-        _write_split(writer, features, skip={4})
-        assert writer.done_shards("train") == {0, 3, 6}
-        writer.finalize({"train": PATHS}, {"classes": ["a", "b"], "facts": {"x": 1}}, "float16", "gzip")
-    assert final.exists() and not (tmp_path / "c.h5.partial").exists() and not (tmp_path / "c.h5.lock").exists()
-    with FeatureCache(final) as cache:
-        keep = [0, 1, 2, 3, 5, 6]
+def test_reads_back_what_was_written(cache_file, tmp_path):
+    with FeatureCache(cache_file) as cache:
         assert cache.classes == ["a", "b"] and cache.facts == {"x": 1} and cache.key == "k" * 64
-        assert cache.splits == ["train"] and cache.n_rows("train") == 6 and cache.feature_shape == (4,)
-        np.testing.assert_array_equal(cache.features("train"), features[keep].astype(np.float16))
-        assert cache.labels("train").tolist() == [r % 2 for r in keep]
-        assert cache.paths("train") == [PATHS[r] for r in keep]
-        assert cache.skipped("train") == [("train/c/4.jpg", "empty file")]
-        assert cache.timing("train") == {"seconds": 1.5, "images": 7, "images_per_second": 7 / 1.5}
-        assert cache.total_timing() == cache.timing("train")  # one split: the same sums
+        assert cache.attrs["image_size"] == [8, 8]
+        assert cache.splits == ["train"] and cache.n_rows("train") == 7 and cache.feature_shape == (4,)
+        np.testing.assert_array_equal(cache.features("train"), np.arange(28, dtype=np.float32).reshape(7, 4))
+        assert cache.labels("train").tolist() == [0, 1, 0, 1, 0, 1, 0]
+        assert cache.paths("train") == [f"train/c/{r}.jpg" for r in range(7)]
+        timing = cache.timing("train")
+        assert timing["images"] == 7 and timing["seconds"] >= 1.5  # the parts' seconds + the assembly's
+        assert cache.total_timing() == timing  # one split: the same sums
         chunks = list(cache.iter_batches("train", 4))
-        assert [len(x) for x, _ in chunks] == [4, 2]
+        assert [len(x) for x, _ in chunks] == [4, 3]
         np.testing.assert_array_equal(np.concatenate([x for x, _ in chunks]), cache.features("train"))
-        assert cache.describe()["rows"] == {"train": 6}
+        assert cache.describe()["rows"] == {"train": 7}
         with pytest.raises(FeatpipeError, match="no 'test' split"):
             cache.features("test")
-    assert list_caches(tmp_path) == ([final], [])
+    with h5py.File(cache_file) as f:
+        assert json.loads(f.attrs["image_size"]) == [8, 8]
+    assert list_caches(tmp_path) == ([cache_file], [])
 
 
-def test_partial_is_not_a_cache_and_resume_keeps_shard_size(tmp_path):
-    final = tmp_path / "c.h5"
-    with CacheWriter(final, "k1", shard_rows=3) as writer:
-        writer.write_shard("train", 0, np.zeros((3, 2)), np.zeros(3), np.arange(3), [], seconds=1.0)
-    with pytest.raises(FeatpipeError, match="interrupted"):
-        FeatureCache(final)
-    assert list_caches(tmp_path) == ([], [tmp_path / "c.h5.partial"])
-    with CacheWriter(final, "k1", shard_rows=50) as writer:  # a resumed run keeps the first run's shards
-        assert writer.shard_rows == 3 and writer.done_shards("train") == {0}
-    with CacheWriter(final, "k2", shard_rows=50) as writer:  # another key never reuses them
-        assert writer.shard_rows == 50 and writer.done_shards("train") == set()
-
-
-def test_second_writer_is_refused(tmp_path):
-    final = tmp_path / "c.h5"
-    with CacheWriter(final, "k", shard_rows=3):
-        with pytest.raises(FeatpipeError, match="another featpipe process is writing c.h5"):
-            with CacheWriter(final, "k", shard_rows=3):
-                pass
-
-
-def test_foreign_and_unwritable_files(tmp_path):
+def test_foreign_and_missing_files(tmp_path):
     foreign = tmp_path / "other.h5"
     with h5py.File(foreign, "w") as f:
         f["x"] = [1]
@@ -81,30 +55,62 @@ def test_foreign_and_unwritable_files(tmp_path):
     garbage.write_text("nope")
     with pytest.raises(FeatpipeError, match="cannot read cache file"):
         FeatureCache(garbage)
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    with pytest.raises(FeatpipeError, match="cannot write to cache directory"):
-        with CacheWriter(blocker / "sub" / "c.h5", "k", 3):
-            pass
+    (tmp_path / "x.h5.partial").mkdir()
+    with pytest.raises(FeatpipeError, match="interrupted"):
+        FeatureCache(tmp_path / "x.h5")
     with pytest.raises(FeatpipeError, match="cache directory not found"):
         list_caches(tmp_path / "nowhere")
 
 
-def test_attributes_are_json(tmp_path):
-    final = tmp_path / "c.h5"
-    with CacheWriter(final, "k", shard_rows=3) as writer:
-        _write_split(writer, np.ones((7, 2), np.float32))
-        writer.finalize({"train": PATHS}, {"classes": ["a"], "facts": {}, "image_size": [8, 8]}, "float32", None)
-    with h5py.File(final) as f:
-        assert json.loads(f.attrs["image_size"]) == [8, 8]
-    with FeatureCache(final) as cache:
-        assert cache.attrs["image_size"] == [8, 8]
+def _delete_labels(f):
+    del f["train/labels"]
 
 
-def test_work_files_go_once_another_process_has_finished(tmp_path):
-    final = tmp_path / "c.h5"
-    with CacheWriter(final, "k", shard_rows=3) as writer:
-        writer.write_shard("train", 0, np.zeros((3, 2)), np.zeros(3), np.arange(3), [], seconds=1.0)
-        final.write_bytes(b"finished elsewhere")  # stands for the other process's atomic rename
-    assert not (tmp_path / "c.h5.partial").exists() and not (tmp_path / "c.h5.lock").exists()
-    assert final.read_bytes() == b"finished elsewhere"
+def _drop_classes(f):
+    del f.attrs["classes"]
+
+
+def _garble_facts(f):
+    f.attrs["facts"] = '{"x": 1'
+
+
+def _labels_out_of_range(f):
+    f["train/labels"][0] = 7
+
+
+def _short_paths(f):
+    del f["train/paths"]
+    f["train/paths"] = np.array([b"a"])
+
+
+@pytest.mark.parametrize("damage", [_delete_labels, _drop_classes, _garble_facts, _labels_out_of_range, _short_paths])
+def test_a_damaged_cache_is_one_clear_error(cache_file, damage):
+    with h5py.File(cache_file, "a") as f:
+        damage(f)
+    with pytest.raises(FeatpipeError, match="is damaged .*delete it and run the extraction again"):
+        FeatureCache(cache_file)
+
+
+def test_flipped_bytes_never_escape_as_a_traceback(cache_file):
+    """Whatever byte of the file is flipped, opening it either works or is one FeatpipeError."""
+    original = cache_file.read_bytes()
+    for offset in range(0, min(len(original), 4096), 61):  # the superblock, object headers and attributes
+        damaged = bytearray(original)
+        damaged[offset] ^= 0xFF
+        cache_file.write_bytes(bytes(damaged))
+        try:
+            with FeatureCache(cache_file) as cache:
+                cache.features("train"), cache.labels("train"), cache.paths("train")
+        except FeatpipeError:
+            pass
+
+
+def test_a_flipped_feature_byte_is_detected_by_the_chunk_checksum(cache_file):
+    with h5py.File(cache_file) as f:
+        offset = f["train/features"].id.get_chunk_info(0).byte_offset
+    data = bytearray(cache_file.read_bytes())
+    data[offset + 5] ^= 0x01
+    cache_file.write_bytes(bytes(data))
+    with FeatureCache(cache_file) as cache:
+        with pytest.raises(FeatpipeError, match="is damaged"):
+            cache.features("train")

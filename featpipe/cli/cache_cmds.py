@@ -1,10 +1,11 @@
-"""`featpipe cache ls` and `featpipe cache info`."""
+"""`featpipe cache ls`, `featpipe cache info` and `featpipe cache merge`."""
 
 from __future__ import annotations
 
 import click
 
 from featpipe.cli.options import echo_json, json_option
+from featpipe.errors import FeatpipeError
 
 
 @click.group()
@@ -17,6 +18,7 @@ def cache():
 @json_option
 def ls(cache_dir, as_json):
     """List finished cache files (and interrupted extractions)."""
+    from featpipe.extract import missing_parts
     from featpipe.store import FeatureCache, list_caches
 
     finished, partial = list_caches(cache_dir)
@@ -33,7 +35,11 @@ def ls(cache_dir, as_json):
         click.echo(f"{row['path']}  {row['backbone']} {size} {row['pooling']} {row['weights']}  "
                    f"{split_rows}  {_mb(row['bytes'])}")
     for path in partial:
-        click.echo(f"{path}  (incomplete: rerun its extract command to resume)")
+        try:
+            state = missing_parts(path)
+        except FeatpipeError as e:
+            state = str(e)
+        click.echo(f"{path}  (incomplete: {state}; rerun its extract command to resume)")
     if not rows and not partial:
         click.echo(f"no caches in {cache_dir}")
 
@@ -63,6 +69,35 @@ def info(file, as_json):
     for split, items in skipped.items():
         for path, reason in items:
             click.echo(f"skipped {path}: {reason}")
+
+
+@cache.command("merge")
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--cache-dir", default="cache", show_default=True, envvar="FEATPIPE_CACHE_DIR",
+              help="Without PATHS: merge every extraction in progress here.")
+@json_option
+def merge(paths, cache_dir, as_json):
+    """Assemble the part files of sharded extractions (--shard K/N) into their cache files.
+
+    PATHS are cache files (cache/X.h5) or their work directories (cache/X.h5.partial). A cache whose parts
+    are not all done is an error that names the missing parts and the shards they belong to.
+
+    \b
+    Example (after a job array of `featpipe extract ... --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`):
+      featpipe cache merge --cache-dir cache
+    """
+    from featpipe.extract import merge as merge_parts
+    from featpipe.store import list_caches
+
+    targets = list(paths) or [str(p) for p in list_caches(cache_dir)[1]]
+    if not targets:
+        raise FeatpipeError(f"no extraction in progress in {cache_dir}")
+    results = [merge_parts(target) for target in targets]
+    for result in results:
+        rows = ", ".join(f"{split} {n}" for split, n in result.rows.items())
+        click.echo(f"{'cached' if result.cached else 'merged'}: {result.path} ({rows} rows)")
+    if as_json:
+        echo_json({"caches": [r.summary() for r in results]})
 
 
 def _mb(n: int) -> str:

@@ -22,31 +22,75 @@ from featpipe.cli.options import backbone_options, echo_json, json_option, load_
 @click.option("--crop-to-aspect-ratio", is_flag=True, help="Centre-crop to the target aspect ratio before resizing.")
 @click.option("--compression", type=click.Choice(["none", "gzip", "lzf"]), default="none", show_default=True)
 @click.option("--hash-content", is_flag=True, help="Fingerprint file contents too, not just sizes and times.")
+@click.option("--devices", default="all", show_default=True, metavar="all|cpu|0,1,...",
+              help="GPUs to use, one worker process each (all = every visible GPU; the CPU when there is none).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes when running on the CPU (they divide its cores).")
+@click.option("--shard", metavar="K/N",
+              help="Extract only slice K of N (0 <= K < N, by sorted file order) into part files, for job arrays; "
+                   "`featpipe cache merge` (or a plain extract) assembles the cache once every slice is done.")
+@click.option("--part-rows", type=click.IntRange(min=1),
+              help="Rows per part file of a new extraction (the unit of work and resume; default: up to 4096 "
+                   "rows and 64 MiB).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @json_option
 def extract(data, backbone, weights, image_size, preprocess, precision, seed, cache_dir, splits, val_fraction,
-            pooling, dtype, batch_size, crop_to_aspect_ratio, compression, hash_content, quiet, as_json):
+            pooling, dtype, batch_size, crop_to_aspect_ratio, compression, hash_content, devices, workers, shard,
+            part_rows, quiet, as_json):
     """Run a frozen base once over each split of DATA (DATA/<split>/<class>/<image>) into the HDF5 cache.
 
     \b
     Examples:
       featpipe extract data/cats_vs_dogs --backbone keras:VGG16
       featpipe extract data/flowers --backbone xception_41_imagenet --val-fraction 0.2 --pooling none
+      featpipe extract data/imagenet -b keras:ResNet50 --devices all        # one worker per GPU
+      featpipe extract data/imagenet -b keras:ResNet50 --shard 3/16         # one task of a job array
     """
     from featpipe import runtime
+    from featpipe.distribute import select_devices
     from featpipe.extract import extract as run_extract
+    from featpipe.extract import extract_shard
 
+    shard_kn = _parse_shard(shard)
+    workers_at = [None] if shard_kn else select_devices(devices, workers, len(runtime.gpus()))
+    gpus_in_workers = any(d is not None for d in workers_at)
     dataset, base, device = load_dataset_and_backbone(data, val_fraction, seed, precision, backbone, weights,
-                                                      image_size, preprocess)
-    result = run_extract(
-        dataset, base, cache_dir, splits=splits.split(",") if splits else None, pooling=pooling, dtype=dtype,
-        batch_size=batch_size or runtime.default_batch_size(), compression=compression,
-        crop_to_aspect_ratio=crop_to_aspect_ratio, content_hash=hash_content, device=device["device"],
-        progress=not quiet,
-    )
-    _print_result(result)
+                                                      image_size, preprocess, gpus_in_workers=gpus_in_workers)
+    options = dict(splits=splits.split(",") if splits else None, pooling=pooling, dtype=dtype,
+                   batch_size=batch_size or runtime.default_batch_size(), compression=compression,
+                   crop_to_aspect_ratio=crop_to_aspect_ratio, content_hash=hash_content, device=device["device"],
+                   progress=not quiet, part_rows=part_rows)
+    if shard_kn:
+        result = extract_shard(dataset, base, cache_dir, shard=shard_kn, **options)
+        _print_shard(result)
+    else:
+        result = run_extract(dataset, base, cache_dir, workers=len(workers_at) if not gpus_in_workers else 1,
+                             gpus=workers_at if gpus_in_workers else None, **options)
+        _print_result(result)
     if as_json:
         echo_json(result.summary())
+
+
+def _parse_shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    k, _, n = value.partition("/")
+    if not (k.strip().isdigit() and n.strip().isdigit()) or not 0 <= int(k) < int(n):
+        raise click.BadParameter(f"expected K/N with 0 <= K < N, got {value!r}", param_hint="--shard")
+    return int(k), int(n)
+
+
+def _print_shard(result) -> None:
+    k, n = result.shard
+    if result.cached:
+        click.echo(f"cached: {result.path} is already complete")
+        return
+    click.echo(f"shard {k}/{n}: wrote {result.parts} parts ({result.rows} rows) to {result.path}.partial")
+    if result.missing:
+        click.echo(f"{len(result.missing)} parts of other shards still missing; "
+                   f"when every shard is done: featpipe cache merge {result.path}")
+    else:
+        click.echo(f"every part is done: featpipe cache merge {result.path}")
 
 
 def _print_result(result) -> None:

@@ -43,10 +43,12 @@ def backbone_options(command):
     return command
 
 
-def load_dataset_and_backbone(data, val_fraction, seed, precision, backbone, weights, image_size, preprocess):
+def load_dataset_and_backbone(data, val_fraction, seed, precision, backbone, weights, image_size, preprocess,
+                              gpus_in_workers=False):
     """What extract and finetune both start with: the dataset, the device set-up, the frozen base.
 
-    The precision policy is set before the base is built, as Keras requires.
+    The precision policy is set before the base is built, as Keras requires. With `gpus_in_workers` the GPUs
+    belong to worker processes: this one builds the base on the CPU (to compute the key) and leaves them alone.
     """
     from featpipe import runtime
     from featpipe.backbones import load_backbone
@@ -55,6 +57,8 @@ def load_dataset_and_backbone(data, val_fraction, seed, precision, backbone, wei
     size = parse_image_size(image_size)
     dataset = load_image_folder(data, val_fraction=val_fraction, seed=seed)
     device = runtime.configure(precision)
+    if gpus_in_workers:
+        runtime.hide_gpus()
     base = load_backbone(backbone, weights=weights, image_size=size, preprocess=preprocess, seed=seed)
     if not base.pretrained:
         click.echo("note: random-initialised weights (--weights none): nothing pretrained to transfer", err=True)

@@ -1,0 +1,142 @@
+"""The local distributor: one worker process per GPU (or per CPU slot) on this node, each on its own parts.
+
+Each worker is ``python -m featpipe.worker`` with ``CUDA_VISIBLE_DEVICES`` set to its one GPU, so it loads
+the model once, on its own device; the machine's cores are divided between workers so their input pipelines
+do not oversubscribe them. The parts are divided into contiguous slices of near-equal rows. A worker that
+dies is named in the error; the others finish, their parts stay, and a rerun does only what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from featpipe.errors import FeatpipeError
+from featpipe.parts import Part, shard_parts
+from featpipe.progress import Progress
+from featpipe.workdir import WorkDir
+
+POLL_SECONDS = 0.5
+STOP_GRACE_SECONDS = 60
+
+
+def available_cores() -> int:
+    # The CPUs this process may run on (a Slurm or container cpuset), not the machine's total.
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def run_local_workers(job: dict, parts: list[Part], devices: list[str | None], workdir: WorkDir,
+                      progress: bool = True) -> None:
+    """Run `parts` of `job` on one worker process per entry of `devices` (a CUDA device id, or None: CPU)."""
+    n = len(devices)
+    threads = max(1, available_cores() // n)
+    slices = [shard_parts(parts, k, n) for k in range(n)]
+    workers = []
+    for k, (device, mine) in enumerate(zip(devices, slices)):
+        if not mine:
+            continue
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES=device if device is not None else "-1")
+        log = open(workdir.path / f"worker-{k}.log", "wb")  # noqa: SIM115 - closed when the worker ends
+        proc = subprocess.Popen([sys.executable, "-m", "featpipe.worker"], stdin=subprocess.PIPE, stdout=log,
+                                stderr=log, env=env)
+        proc.stdin.write(json.dumps({"job": job, "parts": [[p.split, p.start, p.stop] for p in mine],
+                                     "threads": threads}).encode())
+        proc.stdin.close()
+        name = f"worker {k}/{n} ({f'GPU {device}' if device is not None else 'CPU'})"
+        workers.append((name, proc, log, mine))
+    meter = Progress(sum(p.rows for p in parts), f"{n} workers") if progress else None
+    try:
+        _wait(workers, workdir, parts, meter)
+    except BaseException:
+        _stop(workers)
+        raise
+    finally:
+        for _, _, log, _ in workers:
+            log.close()
+    if meter:
+        meter.close()
+    failed = [(name, proc, log, mine) for name, proc, log, mine in workers if proc.returncode != 0]
+    if failed:
+        lost = [p for _, _, _, mine in failed for p in mine if not workdir.part_path(p).exists()]
+        reasons = "; ".join(f"{name} {_how(proc.returncode)}{_last_line(log.name)}" for name, proc, log, _ in failed)
+        raise FeatpipeError(f"{reasons}. The other parts are kept: run the same command again to extract the "
+                            f"{len(lost)} missing part{'s' * (len(lost) != 1)}")
+
+
+def _wait(workers, workdir: WorkDir, parts: list[Part], meter: Progress | None) -> None:
+    shown = 0
+    while any(proc.poll() is None for _, proc, _, _ in workers):
+        time.sleep(POLL_SECONDS)
+        if meter:
+            done = workdir.finished_rows(parts)
+            meter.update(done - shown)
+            shown = done
+    if meter:
+        meter.update(workdir.finished_rows(parts) - shown)
+
+
+def _stop(workers) -> None:
+    """Interrupted: ask every worker to commit its finished parts and stop (SIGTERM), then make sure."""
+    for _, proc, _, _ in workers:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for _, proc, _, _ in workers:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _how(returncode: int) -> str:
+    if returncode < 0:
+        return f"was killed by {signal.Signals(-returncode).name}"
+    return f"failed (exit {returncode})"
+
+
+def _last_line(log_path: str) -> str:
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 4096))
+            lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return f": {lines[-1]}" if lines else ""
+
+
+def select_devices(devices: str, workers: int, visible_gpus: int) -> list[str | None]:
+    """`--devices` / `--workers` -> one entry per worker process: a CUDA device id, or None for a CPU worker.
+
+    ``all`` means every visible GPU (the CPU when there is none), ``cpu`` the CPU, ``0,1`` those GPUs (indices
+    into the visible ones). A single worker on the CPU, or on the only visible GPU, runs in this process: the
+    caller gets ``[None]``.
+    """
+    ids = _visible_gpu_ids(visible_gpus)
+    if devices == "cpu" or (devices == "all" and not ids):
+        return [None] * workers
+    if workers != 1:
+        raise FeatpipeError("--workers is for CPU runs; on GPUs one worker runs per device (--devices)")
+    if devices == "all":
+        return [None] if len(ids) == 1 else ids
+    try:
+        chosen = [int(d) for d in devices.split(",")]
+    except ValueError:
+        raise FeatpipeError(f"--devices must be all, cpu or GPU indices like 0,1; got {devices!r}") from None
+    bad = [d for d in chosen if not 0 <= d < len(ids)]
+    if bad or len(set(chosen)) != len(chosen):
+        raise FeatpipeError(f"--devices {devices}: this machine has {len(ids)} visible GPU(s) "
+                            f"(indices 0-{len(ids) - 1})" if ids else f"--devices {devices}: no GPU is visible")
+    if chosen == [0] and len(ids) == 1:
+        return [None]
+    return [ids[d] for d in chosen]
+
+
+def _visible_gpu_ids(count: int) -> list[str]:
+    # Worker k gets the k-th GPU this process sees: its CUDA id under the node's own CUDA_VISIBLE_DEVICES.
+    listed = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return listed[:count] if len(listed) >= count else [str(i) for i in range(count)]

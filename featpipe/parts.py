@@ -1,0 +1,143 @@
+"""Part files: the unit of extraction work, of retry and of resume.
+
+A part is a contiguous row range ``[start, stop)`` of one split. Its file holds the features of the rows that
+decoded, their labels, row numbers and relative paths, and the rows that did not decode with the reason, so a
+part is self-describing: any process can validate it, and the assembly needs nothing else. Parts are written
+under a unique temporary name and renamed into place, so a part file that exists is complete, and two processes
+that happen to produce the same part (a rerun racing a straggler) leave one correct copy.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+STR = h5py.string_dtype("utf-8")
+
+# A part holds many batches: big enough that per-file costs vanish, small enough that a killed worker loses
+# little work and a queue of a few parts stays bounded in memory.
+PART_MAX_ROWS = 4096
+PART_MAX_BYTES = 64 << 20
+
+
+@dataclass(frozen=True, order=True)
+class Part:
+    split: str
+    start: int
+    stop: int
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.split}-{self.start:010d}-{self.stop:010d}.h5"
+
+    def __str__(self) -> str:
+        return f"{self.split} rows {self.start}-{self.stop - 1}"
+
+    @classmethod
+    def from_file_name(cls, name: str) -> "Part | None":
+        stem, ext = os.path.splitext(name)
+        split, _, rest = stem.rpartition("-")
+        split, _, start = split.rpartition("-")
+        if ext != ".h5" or not (split and start.isdigit() and rest.isdigit()):
+            return None
+        return cls(split, int(start), int(rest))
+
+
+def part_rows_for(row_bytes: int, largest_split: int, workers: int = 1) -> int:
+    """Rows per part: at most PART_MAX_ROWS and PART_MAX_BYTES, and small enough that each worker gets a few."""
+    by_bytes = max(1, PART_MAX_BYTES // max(1, row_bytes))
+    by_share = max(1, math.ceil(largest_split / (4 * max(1, workers))))
+    return min(PART_MAX_ROWS, by_bytes, by_share)
+
+
+def plan_parts(split_rows: dict[str, int], part_rows: int) -> list[Part]:
+    """Every part of every split, in split then row order: the same plan for every process."""
+    return [Part(split, start, min(start + part_rows, n))
+            for split, n in split_rows.items() for start in range(0, n, part_rows)]
+
+
+def shard_parts(parts: list[Part], k: int, n: int) -> list[Part]:
+    """The K-th of N contiguous, near-equal slices of `parts` (by row count): what shard K/N extracts."""
+    total = sum(p.rows for p in parts)
+    lo, hi = total * k / n, total * (k + 1) / n
+    taken, at = [], 0
+    for part in parts:
+        middle = at + part.rows / 2  # a part belongs to the slice holding its middle row
+        if lo <= middle < hi:
+            taken.append(part)
+        at += part.rows
+    return taken
+
+
+@dataclass
+class PartData:
+    """One part's content, as the extraction loop produced it."""
+
+    part: Part
+    features: np.ndarray
+    labels: np.ndarray
+    rows: np.ndarray
+    paths: list[str]
+    skipped_rows: np.ndarray
+    skipped_paths: list[str]
+    skipped_reasons: list[str]
+    seconds: float
+    # The last part of a run also counts the time from this perf_counter() reading until it is on disk: the
+    # run waits for that write, so it is part of the run's wall time.
+    clock_from: float | None = None
+
+
+def write_part(directory: Path, key: str, data: PartData) -> Path:
+    """Write a part file atomically (unique temporary name, flush + fsync, rename)."""
+    path = directory / data.part.file_name
+    tmp = directory / f"{data.part.file_name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["key"] = key
+            f.create_dataset("features", data=data.features)
+            f.create_dataset("labels", data=data.labels.astype(np.int32))
+            f.create_dataset("rows", data=data.rows.astype(np.int64))
+            f.create_dataset("paths", data=data.paths, dtype=STR)
+            f.create_dataset("skipped_rows", data=data.skipped_rows.astype(np.int64))
+            f.create_dataset("skipped_paths", data=data.skipped_paths, dtype=STR)
+            f.create_dataset("skipped_reasons", data=data.skipped_reasons, dtype=STR)
+            waited = time.perf_counter() - data.clock_from if data.clock_from is not None else 0.0
+            f.attrs["seconds"] = data.seconds + waited
+            f.flush()
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def check_part(path: Path, part: Part, key: str) -> str | None:
+    """Why the part file at `path` cannot be used for `part` of `key`, or None when it is sound."""
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("key") != key:
+                return "it belongs to another extraction"
+            rows, skipped = f["rows"][()], f["skipped_rows"][()]
+            lengths = {f[name].shape[0] for name in ("features", "labels", "paths")} | {rows.shape[0]}
+            if lengths != {rows.shape[0]} or f["skipped_paths"].shape[0] != skipped.shape[0] \
+                    or f["skipped_reasons"].shape[0] != skipped.shape[0]:
+                return "its datasets have different lengths"
+            covered = np.sort(np.concatenate([rows, skipped]))
+            if not np.array_equal(covered, np.arange(part.start, part.stop)):
+                return "its rows do not cover its range"
+            float(f.attrs["seconds"])
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        return f"it cannot be read ({type(e).__name__})"
+    return None

@@ -1,0 +1,69 @@
+"""One extraction worker: rebuild the extraction from its job (plain JSON) and extract the given parts.
+
+The same function serves every distributor: a local worker process per GPU or CPU slot
+(``python -m featpipe.worker`` with the job on stdin, see featpipe.distribute) and a cluster engine's actor,
+which calls `run_job` in its own process. A worker refuses to run if what it rebuilds has another key than the
+job's (the dataset or the base changed since the run was planned): it never writes parts of another cache.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+
+from featpipe.errors import FeatpipeError
+from featpipe.parts import Part
+
+EXIT_ERROR, EXIT_TERMINATED = 1, 143
+
+
+def run_job(job: dict, parts: list[Part], *, threads: int | None = None, progress: bool = False) -> dict:
+    """Extract `parts` of the extraction `job` describes (Extraction.job()); returns the writer's figures."""
+    import keras
+    import tensorflow as tf
+
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    # A worker process is given its precision, never guesses it: every worker must compute the same key.
+    keras.mixed_precision.set_global_policy(job["policy"])
+
+    from featpipe.backbones import load_backbone
+    from featpipe.data import load_image_folder
+    from featpipe.extract import plan_extraction, run_parts
+
+    data = load_image_folder(**job["data"])
+    recipe = job["backbone"]
+    backbone = load_backbone(recipe["spec"], weights=recipe["weights"], image_size=recipe["image_size"],
+                             preprocess=recipe["preprocess"], seed=recipe["seed"])
+    extraction = plan_extraction(
+        data, backbone, job["cache_dir"], splits=job["splits"], pooling=job["pooling"], dtype=job["dtype"],
+        batch_size=job["batch_size"], compression=job["compression"],
+        crop_to_aspect_ratio=job["crop_to_aspect_ratio"], content_hash=job["content_hash"])
+    if extraction.key != job["key"]:
+        raise FeatpipeError("the dataset or the base changed since this extraction was planned; run it again")
+    return run_parts(extraction, parts, progress=progress, threads=threads)
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # unwinds through run_parts, which commits the finished parts
+
+
+def main() -> None:
+    """``python -m featpipe.worker``: a JSON object {"job", "parts", "threads"} on stdin."""
+    signal.signal(signal.SIGTERM, _terminate)
+    request = json.load(sys.stdin)
+    parts = [Part(*p) for p in request["parts"]]
+    try:
+        run_job(request["job"], parts, threads=request.get("threads"), progress=request.get("progress", False))
+    except FeatpipeError as e:
+        print(f"featpipe: error: {e}", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
+    except KeyboardInterrupt:
+        print("featpipe: worker interrupted; finished parts are kept", file=sys.stderr)
+        sys.exit(EXIT_TERMINATED)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+import logging
+
+import numpy as np
+import pytest
+
+from cache_fixtures import manifest, part_data
+from featpipe.errors import FeatpipeError
+from featpipe.parts import Part, write_part
+from featpipe.workdir import WorkDir
+
+
+def test_the_first_manifest_wins(tmp_path):
+    workdir = WorkDir(tmp_path / "c.h5")
+    first = workdir.open(manifest("k", {"train": 10}, part_rows=4, attrs={}))
+    again = workdir.open(manifest("k", {"train": 10}, part_rows=7, attrs={}))  # a resumed run keeps the layout
+    assert first == again and again["part_rows"] == 4
+    assert workdir.plan() == [Part("train", 0, 4), Part("train", 4, 8), Part("train", 8, 10)]
+
+
+def test_an_unusable_manifest_is_replaced_with_a_warning(tmp_path, caplog):
+    workdir = WorkDir(tmp_path / "c.h5")
+    workdir.path.mkdir()
+    workdir.manifest_path.write_text('{"key": "k", "part_r')
+    with caplog.at_level(logging.WARNING, logger="featpipe"):
+        assert workdir.open(manifest("k", {"train": 10}, part_rows=5, attrs={}))["part_rows"] == 5
+    assert "discarding the unusable manifest" in caplog.text
+    other = workdir.open(manifest("k2", {"train": 10}, part_rows=3, attrs={}))  # another key never reuses it
+    assert other["key"] == "k2" and other["part_rows"] == 3
+
+
+def test_missing_parts_and_unusable_part_files_are_redone(tmp_path, caplog):
+    workdir = WorkDir(tmp_path / "c.h5")
+    workdir.open(manifest("k", {"train": 9}, part_rows=3, attrs={}))
+    for start in (0, 3):
+        write_part(workdir.path, "k", part_data("train", start, np.ones((3, 2), np.float32), [0, 1, 0]))
+    workdir.part_path(Part("train", 3, 6)).write_bytes(b"half a part")  # e.g. a disk that filled up
+    (workdir.path / "train-0000000006-0000000009.h5.tmp-99-ab").write_bytes(b"a killed writer's temp file")
+    with caplog.at_level(logging.WARNING, logger="featpipe"):
+        assert workdir.missing(workdir.plan()) == [Part("train", 3, 6), Part("train", 6, 9)]
+    assert "redoing train rows 3-5" in caplog.text and not workdir.part_path(Part("train", 3, 6)).exists()
+    assert workdir.finished_rows(workdir.plan()) == 3
+
+
+def test_locks_keep_out_a_second_process_per_key_and_per_shard(tmp_path):
+    workdir = WorkDir(tmp_path / "c.h5")
+    with workdir.lock():
+        with pytest.raises(FeatpipeError, match="another featpipe process is writing c.h5"):
+            with workdir.lock():
+                pass
+        with workdir.lock(shard=(0, 2)), workdir.lock(shard=(1, 2)):  # shards of one key run side by side
+            with pytest.raises(FeatpipeError, match="writing shard 1/2 of c.h5"):
+                with workdir.lock(shard=(1, 2)):
+                    pass
+
+
+def test_unwritable_cache_directory(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(FeatpipeError, match="cannot write to cache directory"):
+        WorkDir(blocker / "sub" / "c.h5").open(manifest("k", {"train": 1}, 1, {}))
+    with pytest.raises(FeatpipeError, match="cannot write to cache directory"):
+        with WorkDir(blocker / "sub" / "c.h5").lock():
+            pass
