@@ -89,19 +89,19 @@ def _merge_split(group: h5py.Group, paths: list[Path], dtype: str, compression: 
     # Fletcher-32 checksums per chunk: a flipped bit on disk is an error on read, not a silently wrong feature.
     features = group.create_dataset("features", shape=(n, *shape), dtype=dtype, chunks=_chunks(shape, dtype, n),
                                     compression=compression, fletcher32=True)
-    labels, paths_out, skipped_paths, reasons, seconds, at = [], [], [], [], 0.0, 0
-    for path, k in zip(paths, counts):  # pass 2: copy
+    labels = group.create_dataset("labels", shape=(n,), dtype=np.int32, fletcher32=True)
+    paths_out = group.create_dataset("paths", shape=(n,), dtype=STR)
+    skipped_paths, reasons, seconds, at = [], [], 0.0, 0
+    for path, k in zip(paths, counts):  # pass 2: copy, part by part (nothing per row is held in memory)
         with h5py.File(path, "r") as part:
             if k:
                 features[at : at + k] = part["features"][()].astype(dtype, copy=False)
+                labels[at : at + k] = part["labels"][()]
+                paths_out[at : at + k] = part["paths"][()]
             at += k
             seconds += float(part.attrs["seconds"])
-            labels.append(part["labels"][()])
-            paths_out += part["paths"].asstr()[()].tolist()
             skipped_paths += part["skipped_paths"].asstr()[()].tolist()
             reasons += part["skipped_reasons"].asstr()[()].tolist()
-    group.create_dataset("labels", data=np.concatenate(labels).astype(np.int32), fletcher32=True)
-    group.create_dataset("paths", data=paths_out, dtype=STR)
     group.create_dataset("skipped_paths", data=skipped_paths, dtype=STR)
     group.create_dataset("skipped_reasons", data=reasons, dtype=STR)
     group.attrs["seconds"] = seconds

@@ -190,6 +190,7 @@ def extract(
     GPU. Either way the missing parts are divided between them and one cache file is assembled. `part_rows`
     overrides the part size (rows per part file) of a new extraction.
     """
+    start = time.perf_counter()
     job = plan_extraction(data, backbone, cache_dir, splits=splits, pooling=pooling, dtype=dtype,
                           batch_size=batch_size, compression=compression,
                           crop_to_aspect_ratio=crop_to_aspect_ratio, content_hash=content_hash)
@@ -204,7 +205,7 @@ def extract(
         todo = workdir.missing(workdir.plan())
         stats = {}
         if todo and len(devices) == 1 and devices[0] is None:
-            stats = run_parts(job, todo, progress=progress)
+            stats = run_parts(job, todo, progress=progress, setup_seconds=time.perf_counter() - start)
         elif todo:
             from featpipe.distribute import run_local_workers
 
@@ -225,6 +226,7 @@ def extract_shard(data: ImageFolder, backbone: Backbone, cache_dir: str | os.Pat
     k, n = shard
     if not (n >= 1 and 0 <= k < n):
         raise FeatpipeError(f"--shard must be K/N with 0 <= K < N, got {k}/{n}")
+    start = time.perf_counter()
     job = plan_extraction(data, backbone, cache_dir, **options)
     final, workdir = job.final_path, job.workdir
     if final.exists():
@@ -234,7 +236,7 @@ def extract_shard(data: ImageFolder, backbone: Backbone, cache_dir: str | os.Pat
         plan = workdir.plan()
         todo = workdir.missing(shard_parts(plan, k, n))
         if todo:
-            run_parts(job, todo, progress=progress, label=f"shard {k}/{n} ")
+            run_parts(job, todo, progress=progress, label=f"shard {k}/{n} ", setup_seconds=time.perf_counter() - start)
         missing = [p for p in plan if not workdir.part_path(p).exists()]
     return ShardResult(final, job.key, shard, len(todo), sum(p.rows for p in todo), missing)
 
@@ -285,25 +287,30 @@ def compiled_forward(model: keras.Model):
 
 
 def run_parts(job: Extraction, parts: list[Part], *, progress: bool = True, threads: int | None = None,
-              label: str = "") -> dict:
+              label: str = "", setup_seconds: float = 0.0) -> dict:
     """Extract `parts` in this process: tf.data reads and decodes, the compiled model maps, a background
     thread writes each part as soon as its rows have gone by. Returns the writer's figures.
 
-    On an interrupt, the parts already finished are still written before the exception goes on.
+    `setup_seconds` (what the caller spent getting here: listing, fingerprinting, loading) is counted in the
+    first part's seconds, so that the cache's recorded cost is the whole wall time. On an interrupt, the parts
+    already finished are still written before the exception goes on.
     """
+    start = time.perf_counter()
     forward = compiled_forward(job.backbone.feature_model(job.pooling))
     writer = PartWriter(job.workdir.path, job.key)
+    setup = setup_seconds + time.perf_counter() - start
     try:
         for split, split_parts in groupby(parts, key=lambda p: p.split):
-            _run_split(job, forward, writer, split, list(split_parts), progress, threads, label)
+            _run_split(job, forward, writer, split, list(split_parts), progress, threads, label, setup)
+            setup = 0.0
     finally:
         writer.close()
     return {"write_seconds": writer.write_seconds, "write_wait_seconds": writer.wait_seconds}
 
 
 def _run_split(job: Extraction, forward, writer: PartWriter, split: str, parts: list[Part], progress: bool,
-               threads: int | None, label: str) -> None:
-    start = time.perf_counter()
+               threads: int | None, label: str, setup_seconds: float) -> None:
+    start = time.perf_counter() - setup_seconds
     n = len(job.data.splits[split])
     rows = np.concatenate([np.arange(p.start, p.stop) for p in parts])
     title = f"{label}{split}" + (f" (resuming: {n - len(rows)} of {n} images already done)" if len(rows) < n else "")
@@ -331,7 +338,7 @@ class _PartBuffer:
     """
 
     def __init__(self, data: ImageFolder, split: str, parts: list[Part], writer: PartWriter, meter, clock: float):
-        self.files, self.writer, self.meter = data.files(split), writer, meter
+        self.root, self.writer, self.meter = data.root, writer, meter
         self.paths, self.labels = data.splits[split].paths, np.asarray(data.splits[split].labels)
         self.todo = deque(parts)
         self.feats: list[np.ndarray] = []
@@ -359,7 +366,7 @@ class _PartBuffer:
             part=part, features=feats[:take], labels=self.labels[kept], rows=kept,
             paths=[self.paths[r] for r in kept], skipped_rows=np.asarray(skipped, np.int64),
             skipped_paths=[self.paths[r] for r in skipped],
-            skipped_reasons=[unreadable_reason(self.files[r]) for r in skipped],
+            skipped_reasons=[unreadable_reason(os.path.join(self.root, self.paths[r])) for r in skipped],
             seconds=now - self.clock, clock_from=now if not self.todo else None,
         ))
         self.clock = now

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import time
 
 from featpipe.errors import FeatpipeError
 from featpipe.parts import Part
@@ -19,7 +20,11 @@ EXIT_ERROR, EXIT_TERMINATED = 1, 143
 
 
 def run_job(job: dict, parts: list[Part], *, threads: int | None = None, progress: bool = False) -> dict:
-    """Extract `parts` of the extraction `job` describes (Extraction.job()); returns the writer's figures."""
+    """Extract `parts` of the extraction `job` describes (Extraction.job()); returns the writer's figures.
+
+    The worker's own start-up (loading the dataset listing and the base) is counted in its first part.
+    """
+    start = time.perf_counter()
     import keras
     import tensorflow as tf
 
@@ -43,7 +48,8 @@ def run_job(job: dict, parts: list[Part], *, threads: int | None = None, progres
         crop_to_aspect_ratio=job["crop_to_aspect_ratio"], content_hash=job["content_hash"])
     if extraction.key != job["key"]:
         raise FeatpipeError("the dataset or the base changed since this extraction was planned; run it again")
-    return run_parts(extraction, parts, progress=progress, threads=threads)
+    return run_parts(extraction, parts, progress=progress, threads=threads,
+                     setup_seconds=time.perf_counter() - start)
 
 
 def _terminate(signum, frame):
