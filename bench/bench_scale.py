@@ -36,6 +36,8 @@ from PIL import Image
 
 DRIVER = r"""
 import json, sys, time
+from featpipe.worker import limit_malloc_arenas
+limit_malloc_arenas()  # as `featpipe extract` and its workers do
 from featpipe.backbones import load_backbone
 from featpipe.data import load_image_folder
 from featpipe.extract import extract

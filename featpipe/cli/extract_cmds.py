@@ -46,6 +46,9 @@ def extract(data, backbone, weights, image_size, preprocess, precision, seed, ca
       featpipe extract data/imagenet -b keras:ResNet50 --devices all        # one worker per GPU
       featpipe extract data/imagenet -b keras:ResNet50 --shard 3/16         # one task of a job array
     """
+    from featpipe.worker import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before TensorFlow starts its threads
     from featpipe import runtime
     from featpipe.distribute import select_devices
     from featpipe.extract import extract as run_extract
