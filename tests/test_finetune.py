@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from conftest import make_dataset, tiny_cnn
 from finetune_fixtures import EpochLog, tiny_tuner
+from plain_keras import outputs_without_featpipe
 
 from featpipe import runs
 from featpipe.augment import RANDOM_LAYERS
@@ -117,6 +118,12 @@ def test_saved_model_maps_images_to_probabilities_without_augmentation(finished)
     assert proba.shape == (6, 2)
     np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-6)
     np.testing.assert_allclose(proba, finished["tuner"].model_(images).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_saved_model_loads_with_plain_keras_without_featpipe(finished, tmp_path):
+    images = finished["images"].numpy()
+    served = outputs_without_featpipe(finished["result"].run_dir / "model.keras", images, tmp_path)
+    np.testing.assert_allclose(served, finished["tuner"].model_(images).numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_finished_run_is_reused_and_other_params_make_another_run(finished, tiny_model_file):
