@@ -135,7 +135,7 @@ def decode_only(files: list[str], size, batch_size: int) -> tuple:
 
 def forward_only(backbone, files: list[str], batch_size: int) -> tuple:
     """(a): featpipe's compiled forward call over pre-decoded batches held in memory (traced beforehand)."""
-    from featpipe.extract import compiled_forward
+    from featpipe.model_parts import compiled_forward
     from featpipe.pipeline import batched, indexed_images
 
     held = [images for images, _ in batched(indexed_images(files[: 4 * batch_size], backbone.image_size), batch_size)]
