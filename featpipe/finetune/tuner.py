@@ -182,7 +182,10 @@ class FineTuner:
         image = keras.Input((*self.backbone.image_size, 3), name="image")
         preprocess = preprocessing_layer(self.backbone.preprocessing)
         features = self.base_(preprocess(image), training=False)
-        pool = keras.layers.Flatten(name="flatten") if self.pooling == "none" else pooling_layer(self.pooling, features.ndim)
+        if self.pooling == "none":
+            pool = keras.layers.Flatten(name="flatten")  # the book's Flatten over the feature maps
+        else:
+            pool = pooling_layer(self.pooling, features.ndim)
         head = [pool, *classifier_layers(n_classes, self.dense_units, self.dropout, self.seed)]
         outputs = apply_layers(head, features)
         self.model_ = keras.Model(image, class_probabilities(outputs) if n_classes == 2 else outputs, name="finetuned")
