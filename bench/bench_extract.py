@@ -135,7 +135,7 @@ def decode_only(files: list[str], size, batch_size: int) -> tuple:
 
 def forward_only(backbone, files: list[str], batch_size: int) -> tuple:
     """(a): featpipe's compiled forward call over pre-decoded batches held in memory (traced beforehand)."""
-    from featpipe.extract import compiled_forward
+    from featpipe.model_parts import compiled_forward
     from featpipe.pipeline import batched, indexed_images
 
     held = [images for images, _ in batched(indexed_images(files[: 4 * batch_size], backbone.image_size), batch_size)]
@@ -182,12 +182,12 @@ def book_preprocess(backbone):
     import keras
 
     from featpipe.backbones import parse_keras_spec
-    from featpipe.preprocessing import Preprocessing
+    from featpipe.preprocessing import preprocessing_layer
 
     if backbone.kind == "keras":
         constructor = getattr(keras.applications, parse_keras_spec(backbone.spec)[0])
         return sys.modules[constructor.__module__].preprocess_input
-    return Preprocessing.from_spec(backbone.preprocessing)  # other kinds: the same maths as featpipe
+    return preprocessing_layer(backbone.preprocessing)  # other kinds: the same maths as featpipe
 
 
 def featpipe_extract(root: Path, backbone, cache_dir: Path, batch_size: int) -> tuple[float, float, object]:
@@ -205,9 +205,9 @@ def child(config: str) -> None:
     from featpipe import runtime
     from featpipe.backbones import load_backbone
 
-    runtime.configure("float32")
-    backbone = load_backbone(cfg["spec"], weights="none", image_size=cfg["image_size"])
-    seconds, _, result = featpipe_extract(Path(cfg["root"]), backbone, Path(cfg["cache_dir"]), cfg["batch_size"])
+    with runtime.precision_scope("float32"):
+        backbone = load_backbone(cfg["spec"], weights="none", image_size=cfg["image_size"])
+        seconds, _, result = featpipe_extract(Path(cfg["root"]), backbone, Path(cfg["cache_dir"]), cfg["batch_size"])
     rows = sum(result.rows.values())
     print(json.dumps({"images": rows, "seconds": seconds, "per_second": rows / seconds,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -309,9 +309,7 @@ def main(argv=None) -> int:
     if args.child:
         child(args.child)
         return 0
-    from featpipe import runtime
-
-    runtime.configure("float32")
+    # Keras' default policy in this fresh process is float32, the precision every figure here is taken at.
     print(f"load average before: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()}); timings on a shared "
           "machine are noisy")
     results = []

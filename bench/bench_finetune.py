@@ -170,8 +170,7 @@ def main(argv=None) -> int:
     from featpipe import runtime
     from featpipe.data import load_image_folder
 
-    runtime.configure("auto")
-    with tempfile.TemporaryDirectory(prefix="bench-finetune-") as tmp:
+    with runtime.precision_scope("auto"), tempfile.TemporaryDirectory(prefix="bench-finetune-") as tmp:
         work = Path(tmp)
         splits = {"train": args.train, "validation": args.validation, "test": args.test}
         data = load_image_folder(make_split_images(work / "data", splits))

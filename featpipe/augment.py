@@ -1,7 +1,8 @@
 """Data augmentation specs -> Keras random-transform layers, applied only while training.
 
 A spec is a comma-separated list of transforms, ``flip,rotation=0.1,zoom=0.2`` (the recipe of Deep Learning
-with Python ch. 8), or ``none``. Images are float 0-255 RGB, as the pipeline makes them.
+with Python ch. 8: featpipe.choices.DEFAULT_AUGMENT), or ``none``. Images are float 0-255 RGB, as the pipeline
+makes them.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import tensorflow as tf
 
 from featpipe.errors import FeatpipeError
 
-DEFAULT_AUGMENT = "flip,rotation=0.1,zoom=0.2"
 FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical")
 
 # name -> (default value, largest allowed factor, layer class, its keyword arguments for a value).

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import difflib
-import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -19,10 +18,10 @@ from pathlib import Path
 
 import keras
 
+from featpipe.choices import WEIGHTS_CHOICES
 from featpipe.errors import FeatpipeError
-from featpipe.preprocessing import Preprocessing, preprocessing_config
-
-WEIGHTS_CHOICES = ("default", "imagenet", "none")
+from featpipe.preprocessing import preprocessing_config, preprocessing_layer
+from featpipe.provenance import dir_digest, file_digest
 
 # keras.applications module -> the preprocess_input mode it implements (checked against Keras in the tests).
 KERAS_APP_PREPROCESSING = {
@@ -104,7 +103,7 @@ class Backbone:
     def feature_model(self, pooling: str = "avg", name: str = "features") -> keras.Model:
         """0-255 RGB images -> preprocessing -> frozen base (inference mode) -> pooled features."""
         inputs = keras.Input((*self.image_size, 3), name="image")
-        x = Preprocessing.from_spec(self.preprocessing, name="preprocessing")(inputs)
+        x = preprocessing_layer(self.preprocessing)(inputs)
         x = self.model(x, training=False)
         x = pooling_layer(pooling, len(x.shape))(x)
         return keras.Model(inputs, keras.ops.cast(x, "float32"), name=name)
@@ -232,7 +231,7 @@ def _load_keras_application(spec: str, weights: str, size) -> Backbone:
     except Exception as e:  # Keras raises a bare Exception for download failures
         raise _keras_app_error(name, e) from None
     weights_name = "imagenet" if keras_weights == "imagenet" else (weights if keras_weights else "none")
-    weights_id = _file_digest(weights) if os.path.isfile(weights) else weights_name
+    weights_id = file_digest(weights) if os.path.isfile(weights) else weights_name
     return Backbone(spec, "keras", model, preprocessing_config(KERAS_APP_PREPROCESSING.get(module, "none")),
                     size, weights_name, weights_id)
 
@@ -283,9 +282,9 @@ def _load_hub_preset(spec: str, weights: str, size) -> Backbone:
         size = size or (224, 224)
     weights_name = {"default": "imagenet"}.get(weights, weights)
     if os.path.isfile(weights):
-        weights_id = _file_digest(weights)
+        weights_id = file_digest(weights)
     elif local and weights_name == "imagenet":
-        weights_id = _dir_digest(spec)
+        weights_id = dir_digest(spec)
     else:
         weights_id = weights_name
     return Backbone(spec, "keras-hub", model, preprocessing, tuple(size), weights_name, weights_id,
@@ -320,7 +319,7 @@ def _load_model_file(spec: str, weights: str, size) -> Backbone:
     input_hw = tuple(model.input_shape[1:3])
     size = size or (input_hw if None not in input_hw else (224, 224))
     weights_name = "file" if weights in ("default", "imagenet") else weights
-    weights_id = _file_digest(weights if os.path.isfile(weights) else path) if weights != "none" else "none"
+    weights_id = file_digest(weights if os.path.isfile(weights) else path) if weights != "none" else "none"
     return Backbone(spec, "file", model, preprocessing_config("none"), tuple(size), weights_name, weights_id)
 
 
@@ -347,16 +346,3 @@ def _load_weights(model: keras.Model, path: str) -> None:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0]
-
-
-def _file_digest(path: str) -> str:
-    with open(path, "rb") as f:
-        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _dir_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    for file in sorted(Path(path).rglob("*")):
-        if file.is_file():
-            digest.update(f"{file.relative_to(path)}:{_file_digest(str(file))}\n".encode())
-    return "sha256:" + digest.hexdigest()

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from featpipe.choices import SPLITS
 from featpipe.errors import FeatpipeError
+from featpipe.provenance import sha256_file
 
-SPLITS = ("train", "validation", "test")
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif"})
 
 
@@ -57,13 +58,8 @@ class ImageFolder:
             stat = os.stat(os.path.join(self.root, rel))
             digest.update(f"{rel}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
             if content:
-                digest.update(_file_sha256(os.path.join(self.root, rel)).encode())
+                digest.update(sha256_file(os.path.join(self.root, rel)).encode())
         return digest.hexdigest()
-
-
-def _file_sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def is_image_file(name: str) -> bool:

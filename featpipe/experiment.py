@@ -74,17 +74,17 @@ def run_experiment(exp: Experiment, progress: bool = True) -> tuple[list[Path], 
     from featpipe.data import load_image_folder
 
     data = load_image_folder(exp.data, val_fraction=exp.val_fraction, seed=exp.seed)
-    device = runtime.configure(exp.precision)["device"]
     batch_size = exp.batch_size or runtime.default_batch_size()
     run_dirs, notes = [], []
-    for spec in exp.backbones:
-        backbone = load_backbone(spec, weights=exp.weights, image_size=exp.image_size, seed=exp.seed)
-        if not backbone.pretrained:
-            notes.append(f"{spec}: random-initialised weights, so its accuracies show the pipeline at work, "
-                         "not what pretrained features reach")
-        run_dirs += _cached_heads(exp, data, backbone, batch_size, device, progress)
-        if exp.finetune:
-            run_dirs.append(_finetune(exp, data, backbone, batch_size, device))
+    with runtime.precision_scope(exp.precision) as setup:
+        for spec in exp.backbones:
+            backbone = load_backbone(spec, weights=exp.weights, image_size=exp.image_size, seed=exp.seed)
+            if not backbone.pretrained:
+                notes.append(f"{spec}: random-initialised weights, so its accuracies show the pipeline at work, "
+                             "not what pretrained features reach")
+            run_dirs += _cached_heads(exp, data, backbone, batch_size, setup["device"], progress)
+            if exp.finetune:
+                run_dirs.append(_finetune(exp, data, backbone, batch_size, setup["device"]))
     return run_dirs, notes
 
 
@@ -108,13 +108,13 @@ def _cached_heads(exp: Experiment, data, backbone, batch_size: int, device: str,
 
 
 def _finetune(exp: Experiment, data, backbone, batch_size: int, device: str) -> Path:
-    from featpipe.augment import DEFAULT_AUGMENT
+    from featpipe.choices import DEFAULT_AUGMENT
     from featpipe.finetune import FineTuner, run_finetune
 
-    # The same base object: its cached features are already extracted, so fine-tuning may change it now.
+    # The tuner trains its own copy of the base: `backbone` stays as loaded, whatever runs after this.
     tuner = FineTuner(backbone, augment=DEFAULT_AUGMENT, pooling=exp.pooling, epochs=exp.epochs,
                       fine_tune_epochs=exp.fine_tune_epochs, batch_size=batch_size, unfreeze=exp.unfreeze,
-                      seed=exp.seed)
+                      precision=exp.precision, seed=exp.seed)
     log.info("end-to-end: %s, %d + %d epochs", backbone.spec, exp.epochs, exp.fine_tune_epochs)
     run = run_finetune(data, tuner, exp.runs_dir, device=device)
     log.info("%s %s", "reused" if run.reused else "fine-tuned", run.run_dir)

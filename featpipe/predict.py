@@ -21,10 +21,9 @@ import numpy as np
 from featpipe.backbones import Backbone, load_backbone
 from featpipe.data import is_image_file
 from featpipe.errors import FeatpipeError
-from featpipe.extract import compiled_forward
 from featpipe.heads import load_head
 from featpipe.heads.base import as_class_probs
-from featpipe.heads.dense import class_probabilities
+from featpipe.model_parts import class_probabilities, compiled_forward
 from featpipe.pipeline import batched, indexed_images, unreadable_reason
 from featpipe.runs import load_run
 

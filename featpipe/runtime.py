@@ -1,51 +1,78 @@
-"""Device and precision set-up: mixed precision and bigger batches on a GPU, float32 on a CPU."""
+"""Device and precision set-up, scoped: mixed precision and bigger batches on a GPU, float32 on a CPU.
+
+Nothing here runs at import. `precision_scope` sets the Keras dtype policy for the models built inside
+it and puts back the previous policy on exit, so one caller's precision never leaks into another's.
+"""
 
 from __future__ import annotations
 
-import os
+import contextlib
+from typing import Iterator
 
-# Quiet TensorFlow's C++ start-up chatter before it is imported anywhere.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from featpipe.errors import FeatpipeError  # noqa: E402
-
-PRECISIONS = ("auto", "float32", "mixed")
+from featpipe.choices import PRECISIONS
+from featpipe.errors import FeatpipeError
 
 
 def gpus() -> list:
+    import tensorflow as tf
+
     return tf.config.list_physical_devices("GPU")
 
 
-def configure(precision: str = "auto") -> dict:
-    """Set the Keras dtype policy before models are built; returns what was chosen (recorded with results).
-
-    On GPUs, memory growth keeps TensorFlow from claiming all memory up front (several jobs can share a
-    node); `auto` turns on mixed_float16, which roughly doubles throughput on tensor-core GPUs.
-    """
+def policy_name(precision: str = "auto") -> str:
+    """The Keras dtype policy a precision choice means on this machine."""
     if precision not in PRECISIONS:
         raise FeatpipeError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    mixed = precision == "mixed" or (precision == "auto" and bool(gpus()))
+    return "mixed_float16" if mixed else "float32"
+
+
+@contextlib.contextmanager
+def precision_scope(precision: str = "auto") -> Iterator[dict]:
+    """Build models inside this block with the policy `precision` names; yields what was chosen
+    ({"device", "compute_dtype"}, recorded with results) and restores the previous policy on exit.
+
+    On GPUs, memory growth keeps TensorFlow from claiming all memory up front (several jobs can share
+    a node); `auto` turns on mixed_float16, which roughly doubles throughput on tensor-core GPUs.
+    """
+    import keras
+
+    name = policy_name(precision)
     devices = gpus()
     for gpu in devices:
-        try:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:  # already initialised by an earlier call in this process
-            pass
-    mixed = precision == "mixed" or (precision == "auto" and bool(devices))
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    return {
-        "device": f"GPU x{len(devices)} ({devices[0].name})" if devices else "CPU",
-        "compute_dtype": "float16" if mixed else "float32",
-    }
+        _grow_memory(gpu)
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(name)
+    try:
+        yield {
+            "device": f"GPU x{len(devices)} ({devices[0].name})" if devices else "CPU",
+            "compute_dtype": keras.mixed_precision.dtype_policy().compute_dtype,
+        }
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+
+
+def _grow_memory(gpu) -> None:
+    import tensorflow as tf
+
+    try:
+        tf.config.experimental.set_memory_growth(gpu, True)
+    except RuntimeError:  # already initialised by an earlier scope in this process: the setting stays
+        pass
 
 
 def hide_gpus() -> None:
     """Keep this process off the GPUs (its workers use them); must run before TensorFlow initialises them."""
+    import tensorflow as tf
+
     tf.config.set_visible_devices([], "GPU")
 
 
 def default_batch_size() -> int:
     # A GPU needs big batches to stay busy; on a CPU bigger batches only add latency and memory.
     return 128 if gpus() else 32
+
+
+def compute_dtype(precision: str = "auto") -> str:
+    """The dtype layers compute in under `precision` on this machine (part of cache and run keys)."""
+    return "float16" if policy_name(precision) == "mixed_float16" else "float32"

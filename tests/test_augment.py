@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from featpipe.augment import (DEFAULT_AUGMENT, RANDOM_LAYERS, augment_dataset, augmentation, canonical_augment,
-                              parse_augment)
+from featpipe.augment import RANDOM_LAYERS, augment_dataset, augmentation, canonical_augment, parse_augment
+from featpipe.choices import DEFAULT_AUGMENT
 from featpipe.errors import FeatpipeError
 
 

@@ -1,17 +1,18 @@
-"""`featpipe finetune`: a run end to end through the CLI, reuse, and bad options as one-line errors."""
+"""`featpipe finetune`: a run end to end through the CLI, what it records and prints, reuse and --force, and bad
+options as one-line errors."""
 
 from __future__ import annotations
 
 import json
 
+import keras
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import make_dataset
 
 from featpipe import runs
-from featpipe.augment import DEFAULT_AUGMENT
 from featpipe.cli import main
-from featpipe.cli import finetune_cmds
 
 FAST = ["--weights", "none", "--epochs", "1", "--fine-tune-epochs", "1", "--batch-size", "8", "--quiet"]
 
@@ -20,19 +21,49 @@ def _invoke(*args):
     return CliRunner().invoke(main, ["finetune", *map(str, args)])
 
 
-def test_finetune_writes_a_run_and_reuses_it(tmp_path, dataset, tiny_model_file):
-    args = [dataset, "--backbone", tiny_model_file, *FAST, "--unfreeze-from", "conv2", "--runs-dir", tmp_path, "--json"]
+def _summary(result) -> dict:
+    return json.loads(result.output.strip().splitlines()[-1])
+
+
+def test_finetune_writes_a_run_as_asked_and_reuses_it(tmp_path, dataset, tiny_model_file):
+    args = [dataset, "--backbone", tiny_model_file, *FAST, "--unfreeze-from", "conv2", "--optimizer", "adam",
+            "--augment", "flip=vertical", "--pooling", "max", "--runs-dir", tmp_path, "--json"]
     result = _invoke(*args)
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output.strip().splitlines()[-1])
+    summary = _summary(result)
     assert summary["head"] == "finetune" and not summary["reused"]
-    assert 0 <= summary["val_accuracy"] <= 1 and 0 <= summary["test_accuracy"] <= 1 and summary["seconds"] > 0
     loaded = runs.load_run(summary["run_dir"])
-    assert loaded["run"]["params"]["unfreeze"] == "from:conv2"
-    assert loaded["run"]["name"].startswith("finetune-tiny.keras-32-")
+    info, metrics, history = loaded["run"], loaded["metrics"], loaded["history"]
+    # The options reached the library: they are what the run records.
+    assert info["params"] == {**info["params"], "unfreeze": "from:conv2", "optimizer": "adam",
+                              "augment": "flip=vertical", "pooling": "max", "epochs": 1, "fine_tune_epochs": 1,
+                              "batch_size": 8}
+    assert info["name"].startswith("finetune-tiny.keras-32-") and info["compute_dtype"] == "float32"
+    assert [phase["name"] for phase in history["phases"]] == ["frozen", "fine-tune"]
+    # What it prints is what it measured.
+    assert summary["val_accuracy"] == metrics["validation"]["accuracy"]
+    assert summary["test_accuracy"] == metrics["test"]["accuracy"]
+    assert f"finished: {summary['run_dir']}" in result.output
+    assert f"test accuracy {metrics['test']['accuracy']:.4f}" in result.output
+    model = keras.saving.load_model(f"{summary['run_dir']}/model.keras")
+    assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 2)
+    # The same command finds the finished run instead of training again; --force trains it again.
     again = _invoke(*args)
-    assert again.exit_code == 0 and "reused:" in again.output
-    assert json.loads(again.output.strip().splitlines()[-1])["reused"]
+    assert again.exit_code == 0 and f"reused: {summary['run_dir']}" in again.output
+    assert _summary(again)["reused"] and _summary(again)["run_dir"] == summary["run_dir"]
+    forced = _invoke(*args, "--force")
+    assert forced.exit_code == 0 and f"finished: {summary['run_dir']}" in forced.output
+    assert not _summary(forced)["reused"]
+
+
+def test_the_command_leaves_the_dtype_policy_as_it_found_it(tmp_path, dataset, tiny_model_file):
+    result = _invoke(dataset, "--backbone", tiny_model_file, *FAST, "--epochs", "0", "--precision", "mixed",
+                     "--runs-dir", tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+    assert runs.load_run(_summary(result)["run_dir"])["run"]["compute_dtype"] == "float16"
+    assert keras.mixed_precision.dtype_policy().name == "float32"
+    proba = keras.saving.load_model(f"{_summary(result)['run_dir']}/model.keras")(np.zeros((1, 32, 32, 3)))
+    assert proba.dtype == "float32"
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -54,7 +85,3 @@ def test_dataset_without_validation_needs_val_fraction(tmp_path, tiny_model_file
     data = make_dataset(tmp_path / "data", per_split={"train": 6, "test": 2})
     result = _invoke(data, "--backbone", tiny_model_file, *FAST, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 1 and "no validation/ split; carve one with --val-fraction" in result.output
-
-
-def test_cli_default_augment_matches_the_library():
-    assert finetune_cmds.DEFAULT_AUGMENT == DEFAULT_AUGMENT

@@ -1,4 +1,5 @@
-"""featpipe.finetune: the two phases, frozen BatchNormalization, resume, the run directory and the exported model."""
+"""featpipe.finetune: the two phases on a copy of the base, frozen BatchNormalization, resume, the run directory
+and the exported model."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ import numpy as np
 import pytest
 from conftest import make_dataset, tiny_cnn
 from finetune_fixtures import EpochLog, tiny_tuner
+from plain_keras import outputs_without_featpipe
 
 from featpipe import runs
 from featpipe.augment import RANDOM_LAYERS
 from featpipe.data import load_image_folder
 from featpipe.errors import FeatpipeError
-from featpipe.finetune import CHECKPOINT_DIR, base_layers, run_finetune, unfreeze_start
+from featpipe.finetune import CHECKPOINT_DIR, base_layers, run_finetune, run_name, unfreeze_start
+from featpipe.model_parts import all_layers
 from featpipe.pipeline import labeled_images
+from featpipe.runtime import precision_scope
 
 HEAD_WEIGHTS = {"dense/kernel", "dense/bias", "predictions/kernel", "predictions/bias"}
 
@@ -24,11 +28,13 @@ def finished(tmp_path_factory, tiny_model_file):
     root = tmp_path_factory.mktemp("finetune")
     data = load_image_folder(make_dataset(root / "data", corrupt=True))
     tuner = tiny_tuner(tiny_model_file, unfreeze="top:2")
-    bn = tuner.backbone.model.get_layer("bn1")
-    stats = [w.numpy().copy() for w in bn.weights]
+    images, _ = next(iter(labeled_images(data.files("test"), data.splits["test"].labels, (32, 32), 6)))
+    features = tuner.backbone.feature_model("avg")(images).numpy()
+    base_weights = [w.copy() for w in tuner.backbone.model.get_weights()]
     log = EpochLog()
     result = run_finetune(data, tuner, root / "runs", callbacks=[log])
-    return {"root": root, "data": data, "tuner": tuner, "log": log, "result": result, "bn": bn, "bn_before": stats}
+    return {"root": root, "data": data, "tuner": tuner, "log": log, "result": result, "images": images,
+            "features_before": features, "base_weights_before": base_weights}
 
 
 def _short(paths: list[str]) -> set[str]:
@@ -44,11 +50,26 @@ def test_frozen_phase_trains_only_the_head_then_the_top_layers_join(finished):
 
 
 def test_batch_normalization_stays_frozen_and_in_inference_mode(finished):
-    bn = finished["bn"]
-    assert not bn.trainable
+    tuner = finished["tuner"]
+    trained, original = tuner.base_.get_layer("bn1"), tuner.backbone.model.get_layer("bn1")
+    assert not trained.trainable
     # Moving statistics move under training=True; gamma/beta move if trainable. Neither may change.
-    for before, after in zip(finished["bn_before"], bn.weights):
-        np.testing.assert_array_equal(before, after.numpy())
+    for before, after in zip(original.weights, trained.weights):
+        np.testing.assert_array_equal(before.numpy(), after.numpy())
+    # ...while the unfrozen layer did train, in the tuner's copy.
+    assert not np.array_equal(tuner.base_.get_layer("conv2").kernel.numpy(),
+                              tuner.backbone.model.get_layer("conv2").kernel.numpy())
+
+
+def test_the_callers_backbone_is_never_changed(finished):
+    """Fine-tuning trains a copy: features extracted with the same Backbone object before and after are
+    identical, so a cache keyed by its identity can never hold fine-tuned features."""
+    backbone = finished["tuner"].backbone
+    after = backbone.feature_model("avg")(finished["images"]).numpy()
+    np.testing.assert_array_equal(after, finished["features_before"])
+    for before, now in zip(finished["base_weights_before"], backbone.model.get_weights()):
+        np.testing.assert_array_equal(before, now)
+    assert not backbone.model.trainable and not any(layer.trainable_weights for layer in backbone.model.layers)
 
 
 def test_unfreeze_all_trains_the_whole_base_but_keeps_it_in_inference_mode(tmp_path, dataset):
@@ -90,7 +111,7 @@ def test_run_directory_has_the_shared_format_with_both_phases(finished):
 
 def test_saved_model_maps_images_to_probabilities_without_augmentation(finished):
     model = keras.saving.load_model(finished["result"].run_dir / "model.keras")
-    assert not [layer for layer in model._flatten_layers() if isinstance(layer, RANDOM_LAYERS)]
+    assert not [layer for layer in all_layers(model) if isinstance(layer, RANDOM_LAYERS)]
     data = finished["data"]
     images, _ = next(iter(labeled_images(data.files("test"), data.splits["test"].labels, (32, 32), 6)))
     proba = model(images).numpy()
@@ -99,7 +120,13 @@ def test_saved_model_maps_images_to_probabilities_without_augmentation(finished)
     np.testing.assert_allclose(proba, finished["tuner"].model_(images).numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_finished_run_is_reused_and_force_starts_over(finished, tiny_model_file):
+def test_saved_model_loads_with_plain_keras_without_featpipe(finished, tmp_path):
+    images = finished["images"].numpy()
+    served = outputs_without_featpipe(finished["result"].run_dir / "model.keras", images, tmp_path)
+    np.testing.assert_allclose(served, finished["tuner"].model_(images).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_finished_run_is_reused_and_other_params_make_another_run(finished, tiny_model_file):
     data, root = finished["data"], finished["root"]
     again = run_finetune(data, tiny_tuner(tiny_model_file, unfreeze="top:2"), root / "runs")
     assert again.reused and again.run_dir == finished["result"].run_dir
@@ -107,6 +134,20 @@ def test_finished_run_is_reused_and_force_starts_over(finished, tiny_model_file)
     other = run_finetune(data, tiny_tuner(tiny_model_file, unfreeze="top:2", augment="none", fine_tune_epochs=0),
                          root / "runs")
     assert not other.reused and other.run_dir != again.run_dir
+
+
+def test_force_starts_over_a_finished_run(tmp_path, dataset, tiny_model_file):
+    data = load_image_folder(dataset)
+    params = {"augment": "none", "fine_tune_epochs": 0}
+    first = run_finetune(data, tiny_tuner(tiny_model_file, **params), tmp_path / "runs")
+    stale = first.run_dir / "stale.txt"
+    stale.write_text("left by the first run")
+    log = EpochLog()
+    forced = run_finetune(data, tiny_tuner(tiny_model_file, **params), tmp_path / "runs", force=True, callbacks=[log])
+    assert not forced.reused and forced.run_dir == first.run_dir
+    assert log.begun == [0]  # trained again from the first epoch
+    assert not stale.exists()  # the old directory went
+    assert forced.run["created"] >= first.run["created"] and runs.is_complete(forced.run_dir)
 
 
 def test_interrupted_run_resumes_from_its_last_finished_epoch(tmp_path, tiny_model_file):
@@ -165,16 +206,35 @@ def test_dataset_without_validation_or_test_is_refused(tmp_path, tiny_model_file
 
 
 def test_gpu_configuration_mixed_precision_and_augmentation_in_the_model(dataset, tiny_model_file):
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        tuner = tiny_tuner(tiny_model_file, fine_tune_epochs=0, augment_in_model=True)
-        tuner.fit(load_image_folder(dataset))
-        assert tuner.model_.get_layer("dense").compute_dtype == "float16"
-        assert tuner.model_.output.dtype == "float32"
-        assert tuner.training_model_.get_layer("augmentation") is tuner.augmentation_
-        assert not [layer for layer in tuner.model_._flatten_layers() if isinstance(layer, RANDOM_LAYERS)]
-        labels, proba = tuner.predict_split(load_image_folder(dataset), "test")
-        assert proba.dtype == np.float32 and len(labels) == len(proba) == 6
-        np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-6)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    with precision_scope("mixed"):
+        base_policy_built = keras.mixed_precision.dtype_policy().name
+        tuner = tiny_tuner(tiny_model_file, fine_tune_epochs=0, augment_in_model=True, precision="mixed")
+    assert base_policy_built == "mixed_float16"
+    tuner.fit(load_image_folder(dataset))  # the tuner's own precision, whatever the policy around it
+    assert keras.mixed_precision.dtype_policy().name == "float32"
+    assert tuner.model_.get_layer("dense").compute_dtype == "float16"
+    assert tuner.model_.output.dtype == "float32"
+    assert tuner.training_model_.get_layer("augmentation") is tuner.augmentation_
+    assert not [layer for layer in all_layers(tuner.model_) if isinstance(layer, RANDOM_LAYERS)]
+    labels, proba = tuner.predict_split(load_image_folder(dataset), "test")
+    assert proba.dtype == np.float32 and len(labels) == len(proba) == 6
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-6)
+
+
+def test_precision_is_part_of_the_run_key(dataset, tiny_model_file):
+    data = load_image_folder(dataset)
+    assert run_name(data, tiny_tuner(tiny_model_file, precision="float32")) != \
+        run_name(data, tiny_tuner(tiny_model_file, precision="mixed"))
+    with pytest.raises(FeatpipeError, match="precision must be one of"):
+        tiny_tuner(tiny_model_file, precision="double").check()
+
+
+def test_the_head_is_seeded_explicitly_not_by_global_state(dataset, tiny_model_file):
+    data = load_image_folder(dataset)
+    heads = []
+    for global_seed in (1, 2):
+        keras.utils.set_random_seed(global_seed)  # whatever ran before must not change the head
+        tuner = tiny_tuner(tiny_model_file, seed=5)
+        tuner._build(len(data.classes))
+        heads.append(tuner.model_.get_layer("dense").kernel.numpy())
+    np.testing.assert_array_equal(*heads)

@@ -15,6 +15,7 @@ from featpipe.runs import finish_run, load_run, write_json
 from featpipe.store import FeatureCache
 from featpipe.train import open_for_training, train_head
 from heads_fixtures import real_cache
+from plain_keras import outputs_without_featpipe
 
 
 def _make_runs(root, model_file, pooling, heads):
@@ -88,6 +89,8 @@ def test_export_is_one_model_with_the_same_probabilities_as_predict(runs, images
     pixels = np.stack([x for x, _ in indexed_images([r["path"] for r in rows], (32, 32)).as_numpy_iterator()])
     expected = [[float(r["prob_cat"]), float(r["prob_dog"])] for r in rows]
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model(pixels)), expected, atol=1e-6)
+    # A server without featpipe loads it with plain keras.models.load_model and gets the same answers.
+    np.testing.assert_allclose(outputs_without_featpipe(out, pixels, tmp_path), expected, atol=1e-6)
 
 
 def test_sklearn_heads_and_bad_names_cannot_be_exported(runs, tmp_path):

@@ -47,6 +47,8 @@ class _Group(click.Group):
 @click.option("-v", "--verbose", count=True, help="More log output: -v featpipe's debug lines, -vv every library's.")
 def main(verbose: int) -> None:
     """featpipe: run a frozen pretrained base once, cache its features, train heads in seconds."""
+    # Before any command imports TensorFlow: its C++ start-up chatter is noise on a command line.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # featpipe's own steps are logged (batch jobs need to see where a long grid is); other libraries
     # only warn unless asked.
     logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.WARNING,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from featpipe.choices import COMPRESSIONS, DTYPES, POOLINGS
 from featpipe.cli.options import backbone_options, echo_json, json_option, load_dataset_and_backbone
 
 
@@ -14,13 +15,13 @@ from featpipe.cli.options import backbone_options, echo_json, json_option, load_
               help="Where cache files go (env FEATPIPE_CACHE_DIR).")
 @click.option("--splits", help="Comma-separated splits to extract (default: all present).")
 @click.option("--val-fraction", type=float, help="Carve a stratified validation split from train when there is none.")
-@click.option("--pooling", type=click.Choice(["avg", "max", "none"]), default="avg", show_default=True,
+@click.option("--pooling", type=click.Choice(POOLINGS), default="avg", show_default=True,
               help="Global pooling of the feature maps; none keeps them (e.g. 10x10x2048).")
-@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+@click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True,
               help="Storage dtype of the features.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Default: 128 on GPU, 32 on CPU.")
 @click.option("--crop-to-aspect-ratio", is_flag=True, help="Centre-crop to the target aspect ratio before resizing.")
-@click.option("--compression", type=click.Choice(["none", "gzip", "lzf"]), default="none", show_default=True)
+@click.option("--compression", type=click.Choice(COMPRESSIONS), default="none", show_default=True)
 @click.option("--hash-content", is_flag=True, help="Fingerprint file contents too, not just sizes and times.")
 @click.option("--devices", default="all", show_default=True, metavar="all|cpu|0,1,...",
               help="GPUs to use, one worker process each (all = every visible GPU; the CPU when there is none).")

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import click
 
+from featpipe.choices import DEFAULT_AUGMENT, OPTIMIZERS, POOLINGS
 from featpipe.cli.options import backbone_options, echo_json, json_option, load_dataset_and_backbone
-
-# Kept here, not imported, so `--help` does not import Keras; tests check it matches the library.
-DEFAULT_AUGMENT = "flip,rotation=0.1,zoom=0.2"
 
 
 @click.command()
@@ -16,7 +14,7 @@ DEFAULT_AUGMENT = "flip,rotation=0.1,zoom=0.2"
 @click.option("--augment", default=DEFAULT_AUGMENT, show_default=True, metavar="SPEC",
               help="Training-only augmentation: comma-separated flip[=horizontal|vertical|horizontal_and_vertical], "
                    "rotation=F, zoom=F, translation=F, contrast=F, brightness=F; or none.")
-@click.option("--pooling", type=click.Choice(["avg", "max", "none"]), default="avg", show_default=True,
+@click.option("--pooling", type=click.Choice(POOLINGS), default="avg", show_default=True,
               help="Pooling of the base's feature maps; none flattens them (the book's Flatten).")
 @click.option("--epochs", type=int, default=10, show_default=True, help="Phase 1 epochs (frozen base); 0 skips it.")
 @click.option("--fine-tune-epochs", type=int, default=10, show_default=True,
@@ -25,7 +23,7 @@ DEFAULT_AUGMENT = "flip,rotation=0.1,zoom=0.2"
 @click.option("--learning-rate", type=float, default=1e-3, show_default=True, help="Phase 1 learning rate.")
 @click.option("--fine-tune-learning-rate", type=float, default=1e-5, show_default=True,
               help="Phase 2 learning rate (low, so the pretrained features are adjusted, not destroyed).")
-@click.option("--optimizer", type=click.Choice(["rmsprop", "adam"]), default="rmsprop", show_default=True)
+@click.option("--optimizer", type=click.Choice(list(OPTIMIZERS)), default="rmsprop", show_default=True)
 @click.option("--unfreeze-top", type=int, metavar="N", help="Phase 2 trains the base's top N layers [default: 4].")
 @click.option("--unfreeze-from", metavar="LAYER", help="Phase 2 trains the base from LAYER up.")
 @click.option("--unfreeze-all", is_flag=True, help="Phase 2 trains the whole base (BatchNormalization stays frozen).")
@@ -59,7 +57,7 @@ def finetune(data, backbone, weights, image_size, preprocess, precision, seed, a
         base, augment=augment, pooling=pooling, epochs=epochs, fine_tune_epochs=fine_tune_epochs,
         batch_size=runtime.default_batch_size() if batch_size is None else batch_size, learning_rate=learning_rate,
         fine_tune_learning_rate=fine_tune_learning_rate, optimizer=optimizer, unfreeze=unfreeze,
-        crop_to_aspect_ratio=crop_to_aspect_ratio, seed=seed,
+        crop_to_aspect_ratio=crop_to_aspect_ratio, precision=precision, seed=seed,
     )
     result = run_finetune(dataset, tuner, runs_dir, force=force, device=device["device"],
                           verbose=0 if quiet else "auto")

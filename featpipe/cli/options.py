@@ -1,4 +1,4 @@
-"""Options shared by several commands, declared once."""
+"""Options shared by several commands, declared once, and the set-up extract and finetune share."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ import re
 
 import click
 
-# Kept here, not imported, so `--help` does not import Keras; tests check they match the library.
-WEIGHTS_CHOICES = ("default", "imagenet", "none")
-PREPROCESS_MODES = ("caffe", "none", "rescale", "tf", "torch")
+from featpipe.choices import PRECISIONS, PREPROCESS_MODES, WEIGHTS_CHOICES
 
 
 def parse_image_size(value: str | None) -> tuple[int, int] | None:
@@ -33,9 +31,9 @@ def backbone_options(command):
                      help=f"Pretrained weights; 'none' gives random init (tests, demos). Choices: "
                           f"{', '.join(WEIGHTS_CHOICES)} or a weights file."),
         click.option("--image-size", metavar="N|HxW", help="Input size; default: the backbone's own."),
-        click.option("--preprocess", type=click.Choice(PREPROCESS_MODES),
+        click.option("--preprocess", type=click.Choice(sorted(PREPROCESS_MODES)),
                      help="Override the pixel preprocessing (model files default to none)."),
-        click.option("--precision", type=click.Choice(["auto", "float32", "mixed"]), default="auto",
+        click.option("--precision", type=click.Choice(PRECISIONS), default="auto",
                      show_default=True, help="auto = mixed_float16 on GPU, float32 on CPU."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed for random init and splits."),
     ]):
@@ -47,8 +45,9 @@ def load_dataset_and_backbone(data, val_fraction, seed, precision, backbone, wei
                               gpus_in_workers=False):
     """What extract and finetune both start with: the dataset, the device set-up, the frozen base.
 
-    The precision policy is set before the base is built, as Keras requires. With `gpus_in_workers` the GPUs
-    belong to worker processes: this one builds the base on the CPU (to compute the key) and leaves them alone.
+    The base is built under the dtype policy `precision` names, as Keras requires; the policy holds for
+    the rest of the command and the previous one comes back when the command ends. With `gpus_in_workers` the
+    GPUs belong to worker processes: this one builds the base on the CPU (to compute the key) and leaves them alone.
     """
     from featpipe import runtime
     from featpipe.backbones import load_backbone
@@ -56,7 +55,7 @@ def load_dataset_and_backbone(data, val_fraction, seed, precision, backbone, wei
 
     size = parse_image_size(image_size)
     dataset = load_image_folder(data, val_fraction=val_fraction, seed=seed)
-    device = runtime.configure(precision)
+    device = click.get_current_context().with_resource(runtime.precision_scope(precision))
     if gpus_in_workers:
         runtime.hide_gpus()
     base = load_backbone(backbone, weights=weights, image_size=size, preprocess=preprocess, seed=seed)

@@ -1,0 +1,107 @@
+"""A fine-tuning run directory: its key and name, resume-or-reuse, and its record in the shared run format."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from featpipe import runs, runtime
+from featpipe.data import ImageFolder
+from featpipe.finetune.tuner import FineTuner, require_split
+from featpipe.provenance import key_digest, timestamp, versions
+
+CHECKPOINT_DIR = "checkpoints"
+MODEL_FILE = "model.keras"
+
+
+@dataclass
+class FinetuneRun:
+    """A finished end-to-end run (made now or found complete)."""
+
+    run_dir: Path
+    reused: bool
+    run: dict
+    metrics: dict
+
+    def summary(self) -> dict:
+        return {
+            "head": "finetune", "run_dir": str(self.run_dir), "name": self.run["name"], "reused": self.reused,
+            "val_accuracy": self.metrics["validation"]["accuracy"], "test_accuracy": self.metrics["test"]["accuracy"],
+            "seconds": round(self.metrics["timing"]["total_seconds"], 3),
+        }
+
+
+def run_key(data: ImageFolder, tuner: FineTuner) -> str:
+    """What makes two runs the same: base, input size, dataset, hyperparameters, seed and precision."""
+    return key_digest({
+        "backbone": tuner.backbone.identity(), "image_size": list(tuner.backbone.image_size),
+        "dataset": data.fingerprint(), "classes": list(data.classes), "params": tuner.params(),
+        "seed": tuner.seed, "compute_dtype": tuner.compute_dtype,
+    })
+
+
+def run_name(data: ImageFolder, tuner: FineTuner) -> str:
+    return f"finetune-{tuner.backbone.label}-{tuner.backbone.image_size[0]}-{run_key(data, tuner)[:10]}"
+
+
+def run_finetune(data: ImageFolder, tuner: FineTuner, runs_dir: str | os.PathLike = "runs", *, force: bool = False,
+                 callbacks=(), device: str = "", verbose: int | str = 0) -> FinetuneRun:
+    """Fine-tune into runs_dir/<run name>: resume an unfinished run, reuse a finished one unless `force`."""
+    tuner.check()
+    require_split(data, "validation", "carve one with --val-fraction")
+    require_split(data, "test", "the run reports test metrics")
+    run_dir = Path(runs_dir) / run_name(data, tuner)
+    if force and run_dir.exists():
+        shutil.rmtree(run_dir)
+    if runs.is_complete(run_dir):
+        loaded = runs.load_run(run_dir)
+        return FinetuneRun(run_dir, True, loaded["run"], loaded["metrics"])
+    clock = time.perf_counter()
+    tuner.fit(data, run_dir / CHECKPOINT_DIR, callbacks=callbacks, verbose=verbose)
+    fitted = time.perf_counter()
+    metrics = {"validation": tuner.evaluate(data, "validation"), "test": tuner.evaluate(data, "test")}
+    predict_seconds = time.perf_counter() - fitted
+    tuner.model_.save(run_dir / MODEL_FILE)
+    metrics["selection"] = None if tuner.best_ is None else {
+        "metric": "val_loss", "best_params": {"phase": tuner.best_["phase"], "epoch": tuner.best_["epoch"] + 1},
+        "score": tuner.best_["val_loss"],
+    }
+    metrics["timing"] = _timing(tuner, len(data.splits["train"]), predict_seconds,
+                                setup_seconds=fitted - clock - sum(tuner.phase_seconds_.values()))
+    info = _run_info(data, tuner, run_dir.name, device)
+    runs.finish_run(run_dir, info, metrics, tuner.history_)
+    shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
+    return FinetuneRun(run_dir, False, info, metrics)
+
+
+def _timing(tuner: FineTuner, n_train: int, predict_seconds: float, setup_seconds: float) -> dict:
+    """Fit time sums the epochs of every attempt (a resumed run counts the epochs done before too)."""
+    fit_seconds = sum(tuner.phase_seconds_.values())
+    return {
+        "extract_seconds": 0.0, "extract_images_per_second": None, "fit_seconds": fit_seconds,
+        "predict_seconds": predict_seconds, "total_seconds": fit_seconds + predict_seconds + max(setup_seconds, 0.0),
+        "phase_seconds": tuner.phase_seconds_,
+        # Counts the train split's files each epoch (unreadable ones are few and dropped by the pipeline).
+        "images_per_second": n_train * tuner.epochs_run_ / fit_seconds if fit_seconds else None,
+    }
+
+
+def _run_info(data: ImageFolder, tuner: FineTuner, name: str, device: str) -> dict:
+    backbone = tuner.backbone
+    return {
+        "name": name, "kind": "finetune", "path": "end-to-end", "head": "finetune",
+        "backbone": backbone.spec, "weights": backbone.weights, "pretrained": backbone.pretrained,
+        "image_size": list(backbone.image_size), "pooling": tuner.pooling,
+        "crop_to_aspect_ratio": tuner.crop_to_aspect_ratio, "preprocessing": backbone.preprocessing,
+        "cache": None,
+        "dataset": {"root": str(data.root.resolve()), "fingerprint": data.fingerprint(), "classes": list(data.classes),
+                    "val_fraction": data.val_fraction},
+        "params": tuner.params(), "seed": tuner.seed, "versions": versions(),
+        "trainable_params": tuner.trainable_params_, "augment_in_model": tuner.augment_in_model_,
+        "device": device or ("GPU" if runtime.gpus() else "CPU"),
+        "compute_dtype": tuner.compute_dtype, "precision": tuner.precision,
+        "created": timestamp(), "model_file": MODEL_FILE,
+    }
