@@ -94,7 +94,7 @@ def _cached_heads(exp: Experiment, data, backbone, batch_size: int, device: str,
     from featpipe.train import open_for_training, train_head
 
     result = extract(data, backbone, exp.cache_dir, pooling=exp.pooling, batch_size=batch_size,
-                     device=device, progress=progress)
+                     precision=exp.precision, device=device, progress=progress)
     log.info("%s %s", "cached" if result.cached else "extracted", result.path)
     params = parse_param_options(exp.params, exp.heads)
     run_dirs = []

@@ -9,8 +9,6 @@ arrays and cluster engines; `merge` assembles what they wrote. Inside one worker
 
 from __future__ import annotations
 
-import datetime
-import importlib.metadata
 import os
 import time
 from collections import deque
@@ -18,25 +16,23 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-import featpipe
+from featpipe import runtime
 from featpipe.assemble import assemble, describe_missing
 from featpipe.backbones import Backbone
+from featpipe.choices import COMPRESSIONS, DTYPES, POOLINGS
 from featpipe.data import ImageFolder
 from featpipe.errors import FeatpipeError
+from featpipe.model_parts import compiled_forward
 from featpipe.parts import Part, PartData, part_rows_for, shard_parts
 from featpipe.pipeline import batched, indexed_images, unreadable_reason
 from featpipe.progress import Progress
-from featpipe.store import FeatureCache, cache_file_name, cache_key
+from featpipe.provenance import key_digest, timestamp, versions
+from featpipe.store import FeatureCache, cache_file_name
 from featpipe.workdir import WorkDir
 from featpipe.writer import PartWriter
-
-POOLINGS = ("avg", "max", "none")
-DTYPES = ("float32", "float16")
-COMPRESSIONS = ("none", "gzip", "lzf")
 
 
 @dataclass
@@ -81,14 +77,8 @@ class ShardResult:
                 "cached": self.cached}
 
 
-def versions() -> dict:
-    # Read keras-hub's version from its metadata: importing it costs ~1 s when the base is not a hub preset.
-    return {"featpipe": featpipe.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
-            "keras_hub": importlib.metadata.version("keras-hub")}
-
-
 def extraction_facts(data: ImageFolder, backbone: Backbone, splits: list[str], pooling: str, dtype: str,
-                     crop_to_aspect_ratio: bool, content_hash: bool) -> dict:
+                     crop_to_aspect_ratio: bool, content_hash: bool, compute_dtype: str) -> dict:
     """Everything that determines the cached features; its digest is the cache key."""
     return {
         "dataset": {"fingerprint": data.fingerprint(content=content_hash), "classes": list(data.classes),
@@ -98,7 +88,7 @@ def extraction_facts(data: ImageFolder, backbone: Backbone, splits: list[str], p
         "crop_to_aspect_ratio": crop_to_aspect_ratio,
         "pooling": pooling,
         "dtype": dtype,
-        "compute_dtype": keras.mixed_precision.global_policy().compute_dtype,
+        "compute_dtype": compute_dtype,
         "versions": versions(),
     }
 
@@ -118,6 +108,7 @@ class Extraction:
     compression: str
     crop_to_aspect_ratio: bool
     content_hash: bool
+    precision: str  # resolved: "mixed" or "float32", so every worker builds the model alike
     facts: dict
     key: str
 
@@ -137,7 +128,7 @@ class Extraction:
         return {
             "data": {"root": str(self.data.root.resolve()), "val_fraction": self.data.val_fraction,
                      "seed": self.data.seed},
-            "backbone": self.backbone.recipe, "policy": keras.mixed_precision.global_policy().name,
+            "backbone": self.backbone.recipe, "precision": self.precision,
             "cache_dir": str(self.cache_dir.resolve()), "splits": list(self.splits), "pooling": self.pooling,
             "dtype": self.dtype, "batch_size": self.batch_size, "compression": self.compression,
             "crop_to_aspect_ratio": self.crop_to_aspect_ratio, "content_hash": self.content_hash, "key": self.key,
@@ -145,7 +136,8 @@ class Extraction:
 
     def manifest(self, device: str, workers: int, shards: int | None, part_rows: int | None) -> dict:
         split_rows = {s: len(self.data.splits[s]) for s in self.splits}
-        shape = self.backbone.feature_model(self.pooling).output_shape[1:]
+        with runtime.precision_scope(self.precision):
+            shape = self.backbone.feature_model(self.pooling).output_shape[1:]
         row_bytes = int(np.prod(shape)) * np.dtype(self.dtype).itemsize
         return {
             "key": self.key, "splits": split_rows, "dtype": self.dtype, "shards": shards,
@@ -158,12 +150,17 @@ class Extraction:
 def plan_extraction(data: ImageFolder, backbone: Backbone, cache_dir: str | os.PathLike = "cache", *,
                     splits: list[str] | None = None, pooling: str = "avg", dtype: str = "float32",
                     batch_size: int = 32, compression: str = "none", crop_to_aspect_ratio: bool = False,
-                    content_hash: bool = False) -> Extraction:
-    """Check the options and compute the key: everything but the work itself."""
+                    content_hash: bool = False, precision: str = "auto") -> Extraction:
+    """Check the options and compute the key: everything but the work itself.
+
+    `precision` (auto, float32, mixed) is the one the base was built under; it is part of the key.
+    """
     splits = _check_options(data, splits, pooling, dtype, batch_size, compression)
-    facts = extraction_facts(data, backbone, splits, pooling, dtype, crop_to_aspect_ratio, content_hash)
+    resolved = "mixed" if runtime.policy_name(precision) == "mixed_float16" else "float32"
+    facts = extraction_facts(data, backbone, splits, pooling, dtype, crop_to_aspect_ratio, content_hash,
+                             runtime.compute_dtype(resolved))
     return Extraction(data, backbone, Path(cache_dir), tuple(splits), pooling, dtype, batch_size, compression,
-                      crop_to_aspect_ratio, content_hash, facts, cache_key(facts))
+                      crop_to_aspect_ratio, content_hash, resolved, facts, key_digest(facts))
 
 
 def extract(
@@ -178,6 +175,7 @@ def extract(
     compression: str = "none",
     crop_to_aspect_ratio: bool = False,
     content_hash: bool = False,
+    precision: str = "auto",
     device: str = "",
     progress: bool = True,
     workers: int = 1,
@@ -188,12 +186,14 @@ def extract(
 
     `workers` > 1 runs that many worker processes on the CPU; `gpus` (CUDA device ids) one worker process per
     GPU. Either way the missing parts are divided between them and one cache file is assembled. `part_rows`
-    overrides the part size (rows per part file) of a new extraction.
+    overrides the part size (rows per part file) of a new extraction. `precision` is the one `backbone` was
+    built under (auto: mixed float16 on a GPU).
     """
     start = time.perf_counter()
     job = plan_extraction(data, backbone, cache_dir, splits=splits, pooling=pooling, dtype=dtype,
                           batch_size=batch_size, compression=compression,
-                          crop_to_aspect_ratio=crop_to_aspect_ratio, content_hash=content_hash)
+                          crop_to_aspect_ratio=crop_to_aspect_ratio, content_hash=content_hash,
+                          precision=precision)
     final, workdir = job.final_path, job.workdir
     if final.exists():
         return _result(final, cached=True)
@@ -280,12 +280,6 @@ def _check_options(data, splits, pooling, dtype, batch_size, compression) -> lis
     return splits
 
 
-def compiled_forward(model: keras.Model):
-    """One traced graph for every batch size: calling the model, not predict() in a loop."""
-    spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
-    return tf.function(lambda images: model(images, training=False), input_signature=[spec])
-
-
 def run_parts(job: Extraction, parts: list[Part], *, progress: bool = True, threads: int | None = None,
               label: str = "", setup_seconds: float = 0.0) -> dict:
     """Extract `parts` in this process: tf.data reads and decodes, the compiled model maps, a background
@@ -296,7 +290,8 @@ def run_parts(job: Extraction, parts: list[Part], *, progress: bool = True, thre
     already finished are still written before the exception goes on.
     """
     start = time.perf_counter()
-    forward = compiled_forward(job.backbone.feature_model(job.pooling))
+    with runtime.precision_scope(job.precision):
+        forward = compiled_forward(job.backbone.feature_model(job.pooling))
     writer = PartWriter(job.workdir.path, job.key)
     setup = setup_seconds + time.perf_counter() - start
     try:
@@ -389,7 +384,7 @@ def _attributes(job: Extraction, device: str) -> dict:
                     "content_hash": job.content_hash, "fingerprint": facts["dataset"]["fingerprint"]},
         "versions": facts["versions"],
         "device": device or ("GPU" if tf.config.list_logical_devices("GPU") else "CPU"),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": timestamp(),
     }
 
 

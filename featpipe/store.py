@@ -16,7 +16,6 @@ is always complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -31,11 +30,6 @@ from featpipe.errors import FeatpipeError
 
 FORMAT_VERSION = 1
 SPLIT_DATASETS = ("features", "labels", "paths", "skipped_paths", "skipped_reasons")
-
-
-def cache_key(facts: dict) -> str:
-    """A digest of everything that determines the features."""
-    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def cache_file_name(label: str, key: str) -> str:

@@ -27,32 +27,29 @@ def run_job(job: dict, parts: list[Part], *, threads: int | None = None, progres
     The worker's own start-up (loading the dataset listing and the base) is counted in its first part.
     """
     start = time.perf_counter()
-    import keras
     import tensorflow as tf
 
     if threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
-    for gpu in tf.config.list_physical_devices("GPU"):  # its one GPU, grown as needed, not claimed whole
-        try:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:  # already initialised (an engine's actor that ran TensorFlow before)
-            pass
-    # A worker process is given its precision, never guesses it: every worker must compute the same key.
-    keras.mixed_precision.set_global_policy(job["policy"])
 
+    from featpipe import runtime
     from featpipe.backbones import load_backbone
     from featpipe.data import load_image_folder
     from featpipe.extract import plan_extraction, run_parts
 
     data = load_image_folder(**job["data"])
     recipe = job["backbone"]
-    backbone = load_backbone(recipe["spec"], weights=recipe["weights"], image_size=recipe["image_size"],
-                             preprocess=recipe["preprocess"], seed=recipe["seed"])
+    # A worker is given its precision (resolved by the planner), never guesses it: every worker must build the
+    # same model and compute the same key. The scope also lets its one GPU grow memory as needed.
+    with runtime.precision_scope(job["precision"]):
+        backbone = load_backbone(recipe["spec"], weights=recipe["weights"], image_size=recipe["image_size"],
+                                 preprocess=recipe["preprocess"], seed=recipe["seed"])
     extraction = plan_extraction(
         data, backbone, job["cache_dir"], splits=job["splits"], pooling=job["pooling"], dtype=job["dtype"],
         batch_size=job["batch_size"], compression=job["compression"],
-        crop_to_aspect_ratio=job["crop_to_aspect_ratio"], content_hash=job["content_hash"])
+        crop_to_aspect_ratio=job["crop_to_aspect_ratio"], content_hash=job["content_hash"],
+        precision=job["precision"])
     if extraction.key != job["key"]:
         raise FeatpipeError("the dataset or the base changed since this extraction was planned; run it again")
     return run_parts(extraction, parts, progress=progress, threads=threads,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from cache_fixtures import write_cache as write_cache_file
-from featpipe.store import cache_key
+from featpipe.provenance import key_digest
 
 SPLIT_ROWS = {"train": 60, "validation": 30, "test": 30}
 
@@ -37,7 +37,7 @@ def write_cache(path: Path, data: dict, classes: list[str], seconds: float = 2.0
     facts = {"backbone": {"spec": "synthetic", "kind": "file", "weights": "none", "weights_id": "none",
                           "preprocessing": {"mode": "none"}},
              "crop_to_aspect_ratio": False, "pooling": "avg", "splits": {s: len(y) for s, (_, y) in data.items()}}
-    key = cache_key(facts)
+    key = key_digest(facts)
     attrs = {
         "facts": facts, "classes": classes, "backbone": "synthetic", "weights": "none", "pretrained": False,
         "image_size": [32, 32], "pooling": "avg",

@@ -62,8 +62,8 @@ def extract(data, backbone, weights, image_size, preprocess, precision, seed, ca
                                                       image_size, preprocess, gpus_in_workers=gpus_in_workers)
     options = dict(splits=splits.split(",") if splits else None, pooling=pooling, dtype=dtype,
                    batch_size=batch_size or runtime.default_batch_size(), compression=compression,
-                   crop_to_aspect_ratio=crop_to_aspect_ratio, content_hash=hash_content, device=device["device"],
-                   progress=not quiet, part_rows=part_rows)
+                   crop_to_aspect_ratio=crop_to_aspect_ratio, content_hash=hash_content, precision=precision,
+                   device=device["device"], progress=not quiet, part_rows=part_rows)
     if shard_kn:
         result = extract_shard(dataset, base, cache_dir, shard=shard_kn, **options)
         _print_shard(result)
