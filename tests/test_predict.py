@@ -11,7 +11,7 @@ from featpipe.errors import FeatpipeError
 from featpipe.heads import load_head, make_head
 from featpipe.pipeline import indexed_images
 from featpipe.predict import export, image_files, predict
-from featpipe.runs import finish_run, load_run, write_json
+from featpipe.runs import finish_run, load_run, save_model_files, write_json
 from featpipe.store import FeatureCache
 from featpipe.train import open_for_training, train_head
 from heads_fixtures import real_cache
@@ -114,12 +114,11 @@ def _finetune_run(run_dir, units):
     x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
     outputs = keras.layers.Dense(units, activation="sigmoid" if units == 1 else "softmax")(x)
     model = keras.Model(inputs, outputs)
-    run_dir.mkdir()
-    model.save(run_dir / "model.keras")
+    digests = save_model_files(run_dir, lambda folder: model.save(folder / "model.keras"))
     classes = ["cat", "dog"] if units == 1 else ["cat", "dog", "fox"]
     finish_run(run_dir, {"name": "ft", "kind": "finetune", "path": "end-to-end", "head": "finetune",
                          "image_size": [32, 32], "crop_to_aspect_ratio": False, "model_file": "model.keras",
-                         "dataset": {"classes": classes}}, {})
+                         "dataset": {"classes": classes}}, {}, model_digests=digests)
     return model
 
 
