@@ -93,7 +93,8 @@ def run_model_info(run_dir: str | os.PathLike) -> dict:
     bad = [key for key, kind in fields.items() if not isinstance(info.get(key), kind)]
     if info.get("kind") not in ("head", "finetune"):
         bad.append("kind")
-    size, classes = info.get("image_size"), (info.get("dataset") or {}).get("classes")
+    dataset = info.get("dataset")
+    size, classes = info.get("image_size"), dataset.get("classes") if isinstance(dataset, dict) else None
     if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
         bad.append("image_size")
     if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)):
@@ -189,8 +190,9 @@ def export(run_dir: str | os.PathLike, output: str | os.PathLike) -> Path:
         raise FeatpipeError(f"the exported model's file name must end in .keras, got {output}")
     atomic.check_writable(output)
     info = run_model_info(run_dir)
+    model_file = verified_model_file(run_dir, info)
     if info["kind"] == "finetune":
-        atomic.copy_file(verified_model_file(run_dir, info), output)
+        atomic.copy_file(model_file, output)
         return output
     if info["head"] != "dense":
         raise FeatpipeError(
