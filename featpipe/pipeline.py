@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -57,16 +58,20 @@ def check_header(data: bytes, limit: int) -> Image.Image:
         try:
             image = Image.open(io.BytesIO(data))
             frames = image.n_frames if image.format == "GIF" else 1
-        except Image.DecompressionBombError as e:
-            raise UnusableFile(f"decompression bomb: {e}") from None
+        except Image.DecompressionBombError as e:  # over PIL's own hard limit, twice its default
+            claimed = re.search(r"\((\d+) pixels\)", str(e))
+            raise UnusableFile(_too_big(f"{claimed[1] if claimed else 'over ' + str(2 * DEFAULT_MAX_PIXELS)} pixels",
+                                        min(limit, 2 * DEFAULT_MAX_PIXELS))) from None
         except Exception as e:  # PIL raises many kinds on hostile headers; all mean "not an image we can use"
             raise UnusableFile(_pil_reason(e)) from None
     width, height = image.size
     if width * height * frames > limit:
-        frames_text = f" x {frames} frames" if frames > 1 else ""
-        raise UnusableFile(f"image claims {width}x{height} pixels{frames_text}, over the {limit}-pixel limit "
-                           f"(decompression bomb? raise {MAX_PIXELS_ENV} if it is real)")
+        raise UnusableFile(_too_big(f"{width}x{height} pixels" + (f" x {frames} frames" if frames > 1 else ""), limit))
     return image
+
+
+def _too_big(claim: str, limit: int) -> str:
+    return f"image claims {claim}, over the {limit}-pixel limit (decompression bomb? raise {MAX_PIXELS_ENV} if real)"
 
 
 def read_image(path: str, limit: int) -> bytes:
