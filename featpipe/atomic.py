@@ -82,6 +82,28 @@ def fsync_file(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def require_space(path: str | os.PathLike, nbytes: int) -> None:
+    """Refuse, before writing, a file of about `nbytes` that its file system cannot hold: for writers that
+    crash the process instead of raising when the disk fills (HDF5 can segfault closing such a file)."""
+    path = Path(path)
+    try:
+        stat = os.statvfs(path.parent)
+    except OSError as e:
+        raise write_error(e, path) from None
+    free = stat.f_bavail * stat.f_frsize
+    if free < nbytes + _NEARLY_FULL:
+        raise FeatpipeError(f"no space left on device writing {path} (needs about {_size(nbytes + _NEARLY_FULL)}, "
+                            f"{_size(free)} free)")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:.0f} TiB"
+
+
 def _is_disk_full(directory: Path) -> bool:
     try:
         stat = os.statvfs(directory)

@@ -74,6 +74,7 @@ def run_experiment(exp: Experiment, progress: bool = True) -> tuple[list[Path], 
     from featpipe.data import load_image_folder
 
     data = load_image_folder(exp.data, val_fraction=exp.val_fraction, seed=exp.seed)
+    data.require_classes("train")  # before any extraction: every head and fine-tuning would refuse later
     device = runtime.configure(exp.precision)["device"]
     batch_size = exp.batch_size or runtime.default_batch_size()
     run_dirs, notes = [], []

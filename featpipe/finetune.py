@@ -153,6 +153,7 @@ class FineTuner:
         later fit with the same directory; `callbacks` are extra Keras callbacks for every phase.
         """
         self.check()
+        data.require_classes("train")  # up front, not after an epoch
         _require_split(data, "validation", "carve one with --val-fraction")
         self._build(len(data.classes))
         train = self._train_dataset(data)
@@ -351,10 +352,10 @@ class ResumeState:
         val_loss = record.get("val_loss", math.nan)
         if math.isfinite(val_loss) and (self.best is None or val_loss < self.best["val_loss"]):
             name = f"best-{epoch}.weights.h5"
-            inference_model.save_weights(self.path(name))
+            runs.save_weights(inference_model, self.path(name))
             self.best = {"phase": phase, "epoch": epoch, "val_loss": val_loss, "weights": name}
         self.last = f"last-{epoch}.weights.h5"
-        training_model.save_weights(self.path(self.last))
+        runs.save_weights(training_model, self.path(self.last))
         self.epochs.append(record)
         self._commit()
 
@@ -448,6 +449,7 @@ def run_finetune(data: ImageFolder, tuner: FineTuner, runs_dir: str | os.PathLik
                  callbacks=(), device: str = "", verbose: int | str = 0) -> FinetuneRun:
     """Fine-tune into runs_dir/<run name>: resume an unfinished run, reuse a finished one unless `force`."""
     tuner.check()
+    data.require_classes("train")
     _require_split(data, "validation", "carve one with --val-fraction")
     _require_split(data, "test", "the run reports test metrics")
     run_dir = Path(runs_dir) / run_name(data, tuner)

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
+
+import numpy as np
 
 from featpipe import atomic
 from featpipe.errors import FeatpipeError
@@ -132,6 +135,17 @@ def save_model_files(run_dir: str | os.PathLike, write: Callable[[Path], object]
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return digests
+
+
+def save_weights(model, path: str | os.PathLike) -> None:
+    """A Keras model's weights (and its optimizer's state) to `path` through a temporary file, refused up
+    front when the disk cannot hold them: HDF5 segfaults the process when the disk fills mid-write."""
+    optimizer = getattr(model, "optimizer", None)
+    variables = [*model.weights, *(optimizer.variables if optimizer is not None and optimizer.built else [])]
+    nbytes = sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in variables)
+    atomic.require_space(path, 2 * nbytes)  # HDF5 metadata and chunk slack
+    with atomic.atomic_path(path) as tmp:
+        model.save_weights(tmp)
 
 
 def verified_model_file(run_dir: str | os.PathLike, info: dict) -> Path:
