@@ -85,3 +85,23 @@ def test_help_on_every_head_command():
     for command in ("train", "predict", "export"):
         result = run(command, "--help")
         assert result.exit_code == 0 and "Usage:" in result.output
+
+
+@pytest.mark.parametrize("params, message", [
+    (["--head", "svm", "--param", "C=inf"], "parameter C must be a finite number, got 'inf'"),
+    (["--head", "svm", "--param", "C=1,nan"], "parameter C must be a finite number, got 'nan'"),
+    (["--head", "svm", "--param", "C=1", "--param", "C=10"], "--param C given twice"),
+    (["--head", "dense", "--param", "units=100000000000"], "a dense head with units=100000000000 on 12 features"),
+])
+def test_hostile_params_are_one_line_errors(cache_path, tmp_path, params, message):
+    """Issue 9, case 9."""
+    result = run("train", cache_path, *params, "--no-data-check", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 1 and message in result.output and result.output.count("\n") == 1, result.output
+
+
+def test_a_head_scoped_param_overrides_the_shared_one_in_any_order():
+    from featpipe.heads import parse_param_options
+
+    for options in (["C=1", "svm.C=10"], ["svm.C=10", "C=1"]):
+        parsed = parse_param_options(options, ["logreg", "svm"])
+        assert parsed["svm"]["C"] == "10" and parsed["logreg"]["C"] == "1"
