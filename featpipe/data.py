@@ -200,7 +200,8 @@ def load_image_folder(root: str | os.PathLike, val_fraction: float | None = None
     return ImageFolder(root, tuple(classes), splits, val_fraction, seed)
 
 
-def _folder_error(error: OSError) -> None:
+def folder_error(error: OSError) -> None:
+    """os.walk's onerror: a folder that cannot be listed is a one-line error, not silently empty."""
     reason = "permission denied" if error.errno in (errno.EACCES, errno.EPERM) else error.strerror
     raise FeatpipeError(f"cannot read folder {error.filename}: {reason}")
 
@@ -209,7 +210,7 @@ def _class_names(split_dir: Path) -> list[str]:
     try:
         classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     except OSError as e:
-        _folder_error(e)
+        folder_error(e)
     if not classes:
         raise FeatpipeError(f"{split_dir} has no class folders: expected {split_dir}/<class>/<image>")
     return classes
@@ -228,7 +229,7 @@ def _scan_split(root: Path, split: str, classes: list[str]) -> Split:
         class_dir = root / split / name
         files = sorted(
             os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/")
-            for dirpath, _, names in os.walk(class_dir, onerror=_folder_error)
+            for dirpath, _, names in os.walk(class_dir, onerror=folder_error)
             for f in names
             if is_image_file(f)
         )

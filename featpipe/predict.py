@@ -21,7 +21,7 @@ import numpy as np
 from featpipe import atomic
 from featpipe.backbones import Backbone, load_backbone
 from featpipe.csvfile import write_csv
-from featpipe.data import is_image_file
+from featpipe.data import folder_error, is_image_file
 from featpipe.errors import FeatpipeError
 from featpipe.extract import compiled_forward
 from featpipe.heads import load_head
@@ -143,14 +143,16 @@ def _head_probabilities(feature_model: keras.Model, head) -> Callable:
 
 
 def image_files(inputs: list[str | os.PathLike]) -> list[str]:
-    """Files named explicitly (whatever their extension) plus the image files found under folders, in order."""
+    """Files named explicitly (whatever their extension) plus the image files found under folders, in order.
+
+    Special files and broken links are kept: reading skips them and their CSV row says why."""
     files: list[str] = []
     for item in map(str, inputs):
         if os.path.isdir(item):
-            for dirpath, dirnames, names in os.walk(item):
+            for dirpath, dirnames, names in os.walk(item, onerror=folder_error):
                 dirnames.sort()
                 files += [os.path.join(dirpath, name) for name in sorted(names) if is_image_file(name)]
-        elif os.path.isfile(item):
+        elif os.path.lexists(item):
             files.append(item)
         else:
             raise FeatpipeError(f"no such file or folder: {item}")

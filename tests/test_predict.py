@@ -287,3 +287,16 @@ def test_csv_cells_cannot_be_formulas(runs, images, tmp_path):
     assert {r["predicted_class"] for r in rows} - {""} <= {"'=cmd|calc", "'@SUM(1)"}
     assert list(rows[0])[2:4] == ["prob_=cmd|calc", "prob_@SUM(1)"]  # not at the start of a cell: harmless
     assert all(0 <= float(r["prob_=cmd|calc"]) <= 1 for r in rows if not r["error"])
+
+
+@pytest.mark.timeout(120)
+def test_a_fifo_and_a_bomb_named_explicitly_get_error_rows(runs, tmp_path):
+    """Issue 9, case 2 for predict: rows with reasons, never an abort or a block."""
+    from hostile_fixtures import png_bomb
+
+    os.mkfifo(tmp_path / "pipe.jpg")
+    bomb = png_bomb(tmp_path / "bomb.png")
+    result = predict(runs["logreg"], [tmp_path / "pipe.jpg", bomb], tmp_path / "p.csv")
+    rows = _read(tmp_path / "p.csv")
+    assert result.errors == 2 and rows[0]["error"] == "not a regular file: a FIFO"
+    assert rows[1]["error"].startswith("image claims 900000000 pixels")
