@@ -92,16 +92,8 @@ def require_space(path: str | os.PathLike, nbytes: int) -> None:
         raise write_error(e, path) from None
     free = stat.f_bavail * stat.f_frsize
     if free < nbytes + _NEARLY_FULL:
-        raise FeatpipeError(f"no space left on device writing {path} (needs about {_size(nbytes + _NEARLY_FULL)}, "
-                            f"{_size(free)} free)")
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}"
-        n /= 1024
-    return f"{n:.0f} TiB"
+        raise FeatpipeError(f"no space left on device writing {path} (needs about "
+                            f"{(nbytes + _NEARLY_FULL) / 2**20:.1f} MiB, {free / 2**20:.1f} MiB free)")
 
 
 def _is_disk_full(directory: Path) -> bool:

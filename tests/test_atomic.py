@@ -8,18 +8,7 @@ import pytest
 
 from featpipe import atomic
 from featpipe.errors import FeatpipeError
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 3 MB tmpfs (needs root); skipped where it cannot be mounted."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
-                                           capture_output=True).returncode:
-        pytest.skip("cannot mount a small tmpfs here (not root)")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+from hostile_fixtures import small_disk  # noqa: F401  (a fixture)
 
 
 def test_write_replaces_whole_file_and_leaves_no_temporaries(tmp_path):
