@@ -326,6 +326,23 @@ def _directory(path):
 # --- progress: what makes a killed run resumable ---------------------------------------------------------
 
 
+def _read_progress(directory: Path) -> dict:
+    """The committed progress, or {} (start over, with a warning) when it is damaged or points at a weights file
+    that is gone: a work file read back is checked, never trusted into a crash."""
+    try:
+        state = runs.read_json_object(directory / PROGRESS_FILE)
+        files = [(state.get("best") or {}).get("weights"), state.get("last")]
+        if not isinstance(state.get("epochs", []), list) or not isinstance(state.get("finished", []), list):
+            raise FeatpipeError(f"{directory / PROGRESS_FILE} has the wrong shape")
+        gone = [name for name in files if name is not None and not (directory / str(name)).is_file()]
+        if gone:
+            raise FeatpipeError(f"{directory / PROGRESS_FILE} points at missing {', '.join(map(str, gone))}")
+    except (FeatpipeError, AttributeError) as e:
+        warnings.warn(f"discarding the fine-tuning checkpoint, starting over: {e}", stacklevel=3)
+        return {}
+    return state
+
+
 class ResumeState:
     """Epoch records, the best weights so far and the last epoch's training state, committed as one JSON file.
 
@@ -335,7 +352,7 @@ class ResumeState:
 
     def __init__(self, directory: Path):
         self.directory = directory
-        state = runs.read_json(self.path(PROGRESS_FILE)) if self.path(PROGRESS_FILE).is_file() else {}
+        state = _read_progress(directory) if self.path(PROGRESS_FILE).is_file() else {}
         self.epochs: list[dict] = state.get("epochs", [])
         self.finished: list[str] = state.get("finished", [])
         self.best: dict | None = state.get("best")

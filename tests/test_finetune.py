@@ -178,3 +178,20 @@ def test_gpu_configuration_mixed_precision_and_augmentation_in_the_model(dataset
         np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-6)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not an object", "missing weights"])
+def test_a_damaged_checkpoint_is_discarded_with_a_warning(tmp_path, damage):
+    """Issue 9: a work file read back is checked; a bad one is redone, not a crash."""
+    from featpipe.finetune import PROGRESS_FILE, ResumeState
+    from featpipe.runs import write_json
+
+    write_json(tmp_path / PROGRESS_FILE, {"epochs": [{"phase": "frozen"}], "finished": [], "best": None,
+                                          "last": "last-0.weights.h5"})
+    if damage == "truncated":
+        (tmp_path / PROGRESS_FILE).write_text('{"epochs": [')
+    elif damage == "not an object":
+        (tmp_path / PROGRESS_FILE).write_text("[1]")
+    with pytest.warns(UserWarning, match="discarding the fine-tuning checkpoint"):
+        state = ResumeState(tmp_path)
+    assert state.epochs == [] and state.last is None
