@@ -2,12 +2,19 @@
 
 The layout is the one Keras' `image_dataset_from_directory` uses, one folder per split:
 ``ROOT/<split>/<class>/<image>`` with splits ``train``, ``validation`` and ``test``.
+
+Every file with an image name is a row, whatever it turns out to be: a FIFO, a dangling link or a link loop
+named ``x.jpg`` is skipped when read (see `read_regular_file`) and recorded with its reason, never opened in
+a way that blocks. Links to regular files, inside or outside the tree, are followed. A folder that cannot
+be listed is an error: its images would silently be missing.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,16 +57,119 @@ class ImageFolder:
         """A digest of every image's relative path, size and modification time (and bytes if `content`).
 
         It changes when any image is added, removed, renamed or modified; the carving of a validation
-        split is part of it too, so a different fraction or seed is a different dataset.
+        split is part of it too, so a different fraction or seed is a different dataset. A path that cannot
+        be used (a dangling link, a special file) enters as what it is, so it never stops the digest.
         """
         digest = hashlib.sha256()
         digest.update(f"val_fraction={self.val_fraction};seed={self.seed};content={content}\n".encode())
         for rel in sorted(p for split in self.splits.values() for p in split.paths):
-            stat = os.stat(os.path.join(self.root, rel))
-            digest.update(f"{rel}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
-            if content:
-                digest.update(sha256_file(os.path.join(self.root, rel)).encode())
+            digest.update(_file_facts(str(self.root), rel, content).encode())
         return digest.hexdigest()
+
+    def require_classes(self, split: str = "train") -> None:
+        """Training needs two classes or more, each with images in `split`: refuse up front, not after an epoch."""
+        if len(self.classes) < 2:
+            raise FeatpipeError(f"dataset {self.root} has one class ({', '.join(self.classes)}): a classifier "
+                                "needs at least two class folders")
+        present = set(self.splits[split].labels)
+        empty = [name for i, name in enumerate(self.classes) if i not in present]
+        if empty:
+            raise FeatpipeError(f"class {', '.join(empty)} has no images in the {split} split of {self.root}")
+
+
+class UnusableFile(Exception):
+    """A dataset path that is not a regular, readable file; `reason` says what it is instead."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def _open_reason(path: str, error: OSError) -> str:
+    if error.errno == errno.ELOOP:
+        return "symbolic link loop"
+    if error.errno == errno.ENOENT:
+        return "dangling symbolic link" if os.path.islink(path) else "file vanished"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return "cannot read: permission denied"
+    if error.errno == errno.ENXIO:
+        return "not a regular file: a socket"
+    return f"cannot open: {error.strerror}"
+
+
+def open_regular_file(path: str) -> tuple[int, os.stat_result]:
+    """(file descriptor, stat) of a regular file; UnusableFile for anything else.
+
+    O_NONBLOCK: opening a FIFO never waits for a writer; the fstat then refuses it. Close the fd when done.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise UnusableFile(_open_reason(path, e)) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise UnusableFile(f"not a regular file: {_kind(info.st_mode)}")
+    return fd, info
+
+
+def read_regular_file(path: str, max_bytes: int) -> bytes:
+    """The whole content of a regular, readable, non-empty file of at most `max_bytes`, read once;
+    UnusableFile otherwise, also when the file changes while being read."""
+    fd, info = open_regular_file(path)
+    try:
+        if info.st_size == 0:
+            raise UnusableFile("empty file")
+        if info.st_size > max_bytes:
+            raise UnusableFile(f"file of {info.st_size} bytes exceeds the {max_bytes}-byte limit")
+        chunks, left = [], info.st_size + 1  # one byte more than expected tells a file that grew
+        while left > 0:
+            try:
+                chunk = os.read(fd, min(left, 1 << 24))
+            except OSError as e:
+                raise UnusableFile(f"read error: {e.strerror}") from None
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if len(data) != info.st_size or (after.st_size, after.st_mtime_ns) != (info.st_size, info.st_mtime_ns):
+        raise UnusableFile("file changed while being read")
+    return data
+
+
+def _file_facts(root: str, rel: str, content: bool) -> str:
+    """One fingerprint line: size and time of what the path leads to (and its digest), or what it is instead."""
+    path = os.path.join(root, rel)
+    try:
+        fd, info = open_regular_file(path)
+    except UnusableFile as e:
+        try:
+            link = os.lstat(path)
+            return f"{rel}\tunusable:{e.reason}\t{link.st_size}\t{link.st_mtime_ns}\n"
+        except OSError:
+            return f"{rel}\tunusable:{e.reason}\n"
+    try:
+        line = f"{rel}\t{info.st_size}\t{info.st_mtime_ns}\n"
+        if content:
+            with os.fdopen(os.dup(fd), "rb") as f:
+                line += hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError as e:
+        line += f"unreadable:{e.strerror}"
+    finally:
+        os.close(fd)
+    return line
 
 
 def is_image_file(name: str) -> bool:
@@ -91,8 +201,17 @@ def load_image_folder(root: str | os.PathLike, val_fraction: float | None = None
     return ImageFolder(root, tuple(classes), splits, val_fraction, seed)
 
 
+def folder_error(error: OSError) -> None:
+    """os.walk's onerror: a folder that cannot be listed is a one-line error, not silently empty."""
+    reason = "permission denied" if error.errno in (errno.EACCES, errno.EPERM) else error.strerror
+    raise FeatpipeError(f"cannot read folder {error.filename}: {reason}")
+
+
 def _class_names(split_dir: Path) -> list[str]:
-    classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    try:
+        classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as e:
+        folder_error(e)
     if not classes:
         raise FeatpipeError(f"{split_dir} has no class folders: expected {split_dir}/<class>/<image>")
     return classes
@@ -111,7 +230,7 @@ def _scan_split(root: Path, split: str, classes: list[str]) -> Split:
         class_dir = root / split / name
         files = sorted(
             os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/")
-            for dirpath, _, names in os.walk(class_dir)
+            for dirpath, _, names in os.walk(class_dir, onerror=folder_error)
             for f in names
             if is_image_file(f)
         )

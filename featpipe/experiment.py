@@ -4,9 +4,12 @@ end-to-end path, then the report. Each step reuses what is finished, so an inter
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tomllib
-from dataclasses import dataclass, field, fields
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from featpipe.errors import FeatpipeError
@@ -45,26 +48,72 @@ class Experiment:
 
 def load_experiment(path: str | os.PathLike, **overrides) -> Experiment:
     """An Experiment from a TOML file (top-level keys = Experiment fields); relative paths are taken
-    relative to the file. `overrides` that are not None win over the file."""
+    relative to the file. `overrides` that are not None win over the file. Every key is type-checked:
+    a wrong type, a missing required key or an unknown key is a one-line error naming the file."""
     path = Path(path)
     try:
-        config = tomllib.loads(path.read_text())
+        config = tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise FeatpipeError(f"experiment file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise FeatpipeError(f"{path} is not a TOML text file (not UTF-8)") from None
+    except OSError as e:
+        raise FeatpipeError(f"cannot read experiment file {path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise FeatpipeError(f"bad TOML in {path}: {e}") from None
     known = {f.name for f in fields(Experiment)}
     unknown = sorted(set(config) - known)
     if unknown:
         raise FeatpipeError(f"{path}: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    _check_types(config, path)
     for key in ("data", "cache_dir", "runs_dir"):
         if key in config:
             config[key] = str(path.parent / config[key])
     config.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return Experiment(**config)
-    except TypeError as e:
-        raise FeatpipeError(f"{path}: {e}") from None
+    missing = [f.name for f in fields(Experiment)
+               if f.default is MISSING and f.default_factory is MISSING and f.name not in config]
+    if missing:
+        raise FeatpipeError(f"{path}: missing required key {', '.join(missing)}")
+    return Experiment(**config)
+
+
+def _check_types(config: dict, path: Path) -> None:
+    hints = typing.get_type_hints(Experiment)
+    for key, value in config.items():
+        if not _matches(value, hints[key]):
+            hint = f' (write {key} = ["{value}"])' if isinstance(value, str) and typing.get_origin(hints[key]) is list else ""
+            raise FeatpipeError(f"{path}: {key} must be {_describe(hints[key])}, got {_describe_value(value)}{hint}")
+
+
+def _matches(value, hint) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if origin is list:
+        return isinstance(value, list) and all(_matches(v, typing.get_args(hint)[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is float:  # an integer is a fine float; a boolean is not a number; nan and inf are no fraction
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _describe(hint) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in typing.get_args(hint) if arg is not type(None))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(hint)[0]).split(' ', 1)[1]}s"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}[hint]
+
+
+def _describe_value(value) -> str:
+    kind = {str: "a string", bool: "a boolean", int: "an integer", float: "a number", list: "a list",
+            dict: "a table"}.get(type(value), type(value).__name__)
+    text = repr(value)
+    return f"{kind} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
 def run_experiment(exp: Experiment, progress: bool = True) -> tuple[list[Path], list[str]]:
@@ -74,6 +123,7 @@ def run_experiment(exp: Experiment, progress: bool = True) -> tuple[list[Path], 
     from featpipe.data import load_image_folder
 
     data = load_image_folder(exp.data, val_fraction=exp.val_fraction, seed=exp.seed)
+    data.require_classes("train")  # before any extraction: every head and fine-tuning would refuse later
     batch_size = exp.batch_size or runtime.default_batch_size()
     run_dirs, notes = [], []
     with runtime.precision_scope(exp.precision) as setup:

@@ -1,18 +1,91 @@
 """tf.data input pipelines shared by extraction and fine-tuning: read, decode, resize, batch, prefetch.
 
-Undecodable files (corrupt, truncated, empty, not an image) are dropped inside the pipeline; every element
-carries its row index, so the caller learns which rows went missing and can record them.
+Every file is read once, in Python threads, and checked before TensorFlow sees its bytes: it must be a
+regular, readable file (a FIFO never blocks the read, see `featpipe.data.read_regular_file`) whose header
+(PIL reads only the header) claims at most `max_pixels` pixels, so a decompression bomb is never decoded
+or allocated. Files that fail a check, or that TensorFlow cannot decode (corrupt, truncated, not an
+image), are dropped inside the pipeline; every element carries its row index, so the caller learns which
+rows went missing and records them with `unreadable_reason`.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import re
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from featpipe.data import UnusableFile, read_regular_file
+from featpipe.errors import FeatpipeError
+
 AUTOTUNE = tf.data.AUTOTUNE
+# PIL's own default: about a 9500 x 9500 image, 268 MB as RGB uint8. Raise it with FEATPIPE_MAX_IMAGE_PIXELS.
+DEFAULT_MAX_PIXELS = 89_478_485
+MAX_PIXELS_ENV = "FEATPIPE_MAX_IMAGE_PIXELS"
+# Reading threads, and files read ahead per window (bounds the memory of bytes waiting for the decoder).
+READ_THREADS = 8
+READ_WINDOW = 64
+
+
+def max_pixels(value: int | None = None) -> int:
+    """The pixel cap: `value`, else $FEATPIPE_MAX_IMAGE_PIXELS, else PIL's default."""
+    if value is None:
+        text = os.environ.get(MAX_PIXELS_ENV, "")
+        try:
+            value = int(text) if text else DEFAULT_MAX_PIXELS
+        except ValueError:
+            raise FeatpipeError(f"{MAX_PIXELS_ENV} must be a whole number of pixels, got {text!r}") from None
+    if value < 1:
+        raise FeatpipeError(f"the image pixel limit must be positive, got {value}")
+    return value
+
+
+def _max_bytes(pixels: int) -> int:
+    # An encoded image is rarely bigger than its raw RGBA pixels; the margin covers metadata.
+    return 4 * pixels + (16 << 20)
+
+
+def check_header(data: bytes, limit: int) -> Image.Image:
+    """The image PIL identifies in `data` (header read only), refused (UnusableFile) when it claims more
+    than `limit` pixels -- all frames of a GIF count, as TensorFlow decodes them all."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+            frames = image.n_frames if image.format == "GIF" else 1
+        except Image.DecompressionBombError as e:  # over PIL's own hard limit, twice its default
+            claimed = re.search(r"\((\d+) pixels\)", str(e))
+            raise UnusableFile(_too_big(f"{claimed[1] if claimed else 'over ' + str(2 * DEFAULT_MAX_PIXELS)} pixels",
+                                        min(limit, 2 * DEFAULT_MAX_PIXELS))) from None
+        except Exception as e:  # PIL raises many kinds on hostile headers; all mean "not an image we can use"
+            raise UnusableFile(_pil_reason(e)) from None
+    width, height = image.size
+    if width * height * frames > limit:
+        raise UnusableFile(_too_big(f"{width}x{height} pixels" + (f" x {frames} frames" if frames > 1 else ""), limit))
+    return image
+
+
+def _too_big(claim: str, limit: int) -> str:
+    return f"image claims {claim}, over the {limit}-pixel limit (decompression bomb? raise {MAX_PIXELS_ENV} if real)"
+
+
+def read_image(path: str, limit: int) -> bytes:
+    """The bytes of `path`, once it is known to be a regular, readable image of sane size; UnusableFile if not."""
+    data = read_regular_file(path, _max_bytes(limit))
+    check_header(data, limit)
+    return data
+
+
+def _pil_reason(error: Exception) -> str:
+    text = str(error).replace("<_io.BytesIO object", "<data").strip()
+    if "cannot identify image file" in text:
+        return "cannot identify image file"
+    return text or type(error).__name__
 
 
 def decode_and_resize(contents: tf.Tensor, size: tuple[int, int], crop_to_aspect_ratio: bool = False) -> tf.Tensor:
@@ -41,28 +114,53 @@ def indexed_images(
     size: tuple[int, int],
     crop_to_aspect_ratio: bool = False,
     rows: np.ndarray | None = None,
+    limit: int | None = None,
 ) -> tf.data.Dataset:
-    """(image, row) pairs for `rows` of `files` (all by default), in order; unreadable files are dropped."""
+    """(image, row) pairs for `rows` of `files` (all by default), in order; unusable files are dropped.
+
+    `limit` caps the pixels an image may claim (default: `max_pixels()`).
+    """
     rows = np.arange(len(files)) if rows is None else np.asarray(rows, dtype=np.int64)
-    paths = tf.constant([files[i] for i in rows], tf.string)
-    dataset = tf.data.Dataset.from_tensor_slices((paths, rows))
+    limit = max_pixels(limit)
+    paths = [files[i] for i in rows]
 
-    def load(path, row):
-        return decode_and_resize(tf.io.read_file(path), size, crop_to_aspect_ratio), row
+    def checked():
+        for row, data in zip(rows.tolist(), _read_all(paths, limit)):
+            if data is not None:
+                yield data, row
 
-    dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
+    signature = (tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.int64))
+    dataset = tf.data.Dataset.from_generator(checked, output_signature=signature)
+    dataset = dataset.map(lambda data, row: (decode_and_resize(data, size, crop_to_aspect_ratio), row),
+                          num_parallel_calls=AUTOTUNE, deterministic=True)
     return dataset.ignore_errors()
 
 
-def unreadable_reason(path: str) -> str:
+def _read_all(paths: list[str], limit: int):
+    """Each path's checked bytes (None when unusable), in order, read by a few threads a window at a time."""
+    def read(path):
+        try:
+            return read_image(path, limit)
+        except UnusableFile:
+            return None
+
+    with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="featpipe-read") as pool:
+        for start in range(0, len(paths), READ_WINDOW):
+            yield from pool.map(read, paths[start:start + READ_WINDOW])
+
+
+def unreadable_reason(path: str, limit: int | None = None) -> str:
     """Why a file the pipeline dropped cannot be used, for the record of skipped files."""
     try:
-        if os.path.getsize(path) == 0:
-            return "empty file"
-        with Image.open(path) as image:
-            image.load()
-    except OSError as e:  # PIL's UnidentifiedImageError and truncation errors are OSErrors
-        return str(e).replace(f" {path!r}", "").replace(path, "<file>") or type(e).__name__
+        data = read_image(path, max_pixels(limit))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:  # its size was checked: decoding it is safe
+                image.load()
+    except UnusableFile as e:
+        return e.reason
+    except Exception as e:  # noqa: BLE001  any PIL failure on a hostile file is a reason, not a crash
+        return _pil_reason(e)
     return "TensorFlow could not decode this image"
 
 

@@ -7,10 +7,10 @@ end-to-end fine-tuned models (one Keras model, 0-255 RGB image in, class probabi
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import os
 import re
-import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,14 +18,16 @@ from typing import Callable
 import keras
 import numpy as np
 
+from featpipe import atomic
 from featpipe.backbones import Backbone, load_backbone
-from featpipe.data import is_image_file
+from featpipe.csvfile import write_csv
+from featpipe.data import folder_error, is_image_file
 from featpipe.errors import FeatpipeError
 from featpipe.heads import load_head
 from featpipe.heads.base import as_class_probs
 from featpipe.model_parts import class_probabilities, compiled_forward
 from featpipe.pipeline import batched, indexed_images, unreadable_reason
-from featpipe.runs import load_run
+from featpipe.runs import RUN_FILE, load_run, verified_model_file
 
 # Largest difference allowed between an exported model and the pipeline it was built from.
 EXPORT_TOLERANCE = 1e-5
@@ -68,25 +70,65 @@ def load_recorded_backbone(info: dict) -> Backbone:
 
 def image_model(run_dir: str | os.PathLike, info: dict) -> keras.Model:
     """A dense-head run as one model: 0-255 image -> preprocessing -> frozen base -> pooling -> head -> probabilities."""
+    model_file = verified_model_file(run_dir, info)
     features = load_recorded_backbone(info).feature_model(info["pooling"])
-    head = keras.saving.load_model(Path(run_dir) / info["model_file"])
+    head = keras.saving.load_model(model_file)
     outputs = head(features.output)
     if outputs.shape[-1] == 1:
         outputs = class_probabilities(outputs)
     return keras.Model(features.input, outputs, name=f"{info['name']}_classifier")
 
 
-def load_classifier(run_dir: str | os.PathLike) -> ImageClassifier:
+# Fields of run.json that rebuilding a run's image -> class pipeline needs, by kind of run.
+_FIELDS = {"name": str, "kind": str, "model_file": str, "image_size": list, "dataset": dict}
+_HEAD_FIELDS = {"head": str, "backbone": str, "weights": str, "weights_id": str, "pooling": str,
+                "preprocessing": dict}
+
+
+def run_model_info(run_dir: str | os.PathLike) -> dict:
+    """A finished run's run.json, checked for what loading its model needs: a one-line error, not a KeyError."""
     info = load_run(run_dir)["run"]
-    if info["kind"] == "finetune":
-        probabilities = _keras_probabilities(keras.saving.load_model(Path(run_dir) / info.get("model_file", "model.keras")))
-    elif info["head"] == "dense":
-        probabilities = _keras_probabilities(image_model(run_dir, info))
-    else:
-        features = load_recorded_backbone(info).feature_model(info["pooling"])
-        probabilities = _head_probabilities(features, load_head(run_dir))
+    fields = {**_FIELDS, **(_HEAD_FIELDS if info.get("kind") == "head" else {})}
+    bad = [key for key, kind in fields.items() if not isinstance(info.get(key), kind)]
+    if info.get("kind") not in ("head", "finetune"):
+        bad.append("kind")
+    dataset = info.get("dataset")
+    size, classes = info.get("image_size"), dataset.get("classes") if isinstance(dataset, dict) else None
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        bad.append("image_size")
+    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)):
+        bad.append("dataset.classes")
+    if bad:
+        raise FeatpipeError(f"{Path(run_dir) / RUN_FILE} is damaged: missing or bad {', '.join(dict.fromkeys(bad))}")
+    return info
+
+
+def load_classifier(run_dir: str | os.PathLike) -> ImageClassifier:
+    """The run's model, loaded only after its files match the digests featpipe recorded when writing them."""
+    info = run_model_info(run_dir)
+    model_file = verified_model_file(run_dir, info)
+    with _load_errors(model_file):
+        if info["kind"] == "finetune":
+            probabilities = _keras_probabilities(keras.saving.load_model(model_file))
+        elif info["head"] == "dense":
+            probabilities = _keras_probabilities(image_model(run_dir, info))
+        else:
+            features = load_recorded_backbone(info).feature_model(info["pooling"])
+            probabilities = _head_probabilities(features, load_head(run_dir))
     return ImageClassifier(list(info["dataset"]["classes"]), tuple(info["image_size"]),
                            bool(info.get("crop_to_aspect_ratio", False)), probabilities)
+
+
+@contextlib.contextmanager
+def _load_errors(path: Path):
+    """A verified model file that still fails to load (say, a library too old to read it): one line."""
+    try:
+        yield
+    except FeatpipeError:
+        raise
+    except (ValueError, OSError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as e:
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise FeatpipeError(f"cannot load model file {path}: {type(e).__name__}: {first}") from None
 
 
 def _keras_probabilities(model: keras.Model) -> Callable:
@@ -100,14 +142,16 @@ def _head_probabilities(feature_model: keras.Model, head) -> Callable:
 
 
 def image_files(inputs: list[str | os.PathLike]) -> list[str]:
-    """Files named explicitly (whatever their extension) plus the image files found under folders, in order."""
+    """Files named explicitly (whatever their extension) plus the image files found under folders, in order.
+
+    Special files and broken links are kept: reading skips them and their CSV row says why."""
     files: list[str] = []
     for item in map(str, inputs):
         if os.path.isdir(item):
-            for dirpath, dirnames, names in os.walk(item):
+            for dirpath, dirnames, names in os.walk(item, onerror=folder_error):
                 dirnames.sort()
                 files += [os.path.join(dirpath, name) for name in sorted(names) if is_image_file(name)]
-        elif os.path.isfile(item):
+        elif os.path.lexists(item):
             files.append(item)
         else:
             raise FeatpipeError(f"no such file or folder: {item}")
@@ -119,6 +163,7 @@ def image_files(inputs: list[str | os.PathLike]) -> list[str]:
 def predict(run_dir: str | os.PathLike, inputs: list[str | os.PathLike], output: str | os.PathLike = "predictions.csv",
             batch_size: int = 32) -> PredictResult:
     """One CSV row per image: path, predicted class, a probability per class; unreadable files get an error row."""
+    atomic.check_writable(output)  # before any work: the previous file stays until the new one is complete
     files = image_files(inputs)
     classifier = load_classifier(run_dir)
     classes = classifier.classes
@@ -130,14 +175,12 @@ def predict(run_dir: str | os.PathLike, inputs: list[str | os.PathLike], output:
             raise FeatpipeError(f"the model of {run_dir} gives {probabilities.shape[1]} outputs for {len(classes)} classes")
         found.update(zip(rows.numpy().tolist(), probabilities))
     output = Path(output)
-    with open(output, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "predicted_class", *(f"prob_{name}" for name in classes), "error"])
-        for row, path in enumerate(files):
-            if row in found:
-                writer.writerow([path, classes[int(found[row].argmax())], *map(float, found[row]), ""])
-            else:
-                writer.writerow([path, "", *[""] * len(classes), unreadable_reason(path)])
+    header = ["path", "predicted_class", *(f"prob_{name}" for name in classes), "error"]
+    write_csv(output, header, (
+        [path, classes[int(found[row].argmax())], *map(float, found[row]), ""] if row in found
+        else [path, "", *[""] * len(classes), unreadable_reason(path)]
+        for row, path in enumerate(files)
+    ))
     return PredictResult(output, len(files), len(files) - len(found))
 
 
@@ -146,9 +189,11 @@ def export(run_dir: str | os.PathLike, output: str | os.PathLike) -> Path:
     output = Path(output)
     if output.suffix != ".keras":
         raise FeatpipeError(f"the exported model's file name must end in .keras, got {output}")
-    info = load_run(run_dir)["run"]
+    atomic.check_writable(output)
+    info = run_model_info(run_dir)
+    model_file = verified_model_file(run_dir, info)
     if info["kind"] == "finetune":
-        shutil.copyfile(Path(run_dir) / info.get("model_file", "model.keras"), output)
+        atomic.copy_file(model_file, output)
         return output
     if info["head"] != "dense":
         raise FeatpipeError(
@@ -156,8 +201,9 @@ def export(run_dir: str | os.PathLike, output: str | os.PathLike) -> Path:
             f"use `featpipe predict {run_dir} IMAGES...`, or train a dense head to export"
         )
     model = image_model(run_dir, info)
-    model.save(output)
-    _check_export(model, output)
+    with atomic.atomic_path(output) as tmp:
+        model.save(tmp)
+        _check_export(model, tmp)
     return output
 
 
@@ -167,5 +213,4 @@ def _check_export(model: keras.Model, path: Path) -> None:
     saved = keras.saving.load_model(path)
     difference = np.abs(keras.ops.convert_to_numpy(saved(images)) - keras.ops.convert_to_numpy(model(images))).max()
     if difference > EXPORT_TOLERANCE:
-        path.unlink()
         raise FeatpipeError(f"the exported model's probabilities differ from the run's by {difference:.2g}; not written")

@@ -10,46 +10,62 @@ A run directory holds::
                    "timing" (extract_seconds, fit_seconds, predict_seconds, total_seconds, ...)
     history.json   Keras-style per-epoch lists ({"loss": [...], "val_loss": [...], "accuracy": [...], ...})
                    plus "phases": [{"name": ..., "start_epoch": int}, ...]; only for runs with epochs
-    model.keras / model.joblib   the fitted model
+    model.keras / model.joblib   the fitted model (head.json beside it for cached heads)
+
+run.json records the SHA-256 of every model file featpipe wrote ("model_sha256": {file name: digest}); a
+model is loaded only after its file matches (`verified_model_file`), so a run directory from elsewhere
+whose pickle was swapped is refused before anything in it is unpickled.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
+
+from featpipe import atomic
 from featpipe.errors import FeatpipeError
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.json"
+DIGESTS = "model_sha256"
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
-    """Write JSON atomically: a reader never sees a half-written file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True, default=_jsonable)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write JSON atomically: a reader never sees a half-written file, a full disk leaves the old one."""
+    text = json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n"  # TypeError before any write
+    atomic.write_text(path, text)
 
 
 def read_json(path: str | os.PathLike) -> Any:
     try:
-        with open(path) as f:
-            return json.load(f)
+        with open(path, "rb") as f:
+            return json.loads(f.read().decode("utf-8"))
     except FileNotFoundError:
         raise FeatpipeError(f"missing file: {path}") from None
+    except UnicodeDecodeError:
+        raise FeatpipeError(f"unreadable JSON in {path}: not UTF-8 text") from None
     except json.JSONDecodeError as e:
         raise FeatpipeError(f"unreadable JSON in {path}: {e}") from None
+    except OSError as e:
+        raise FeatpipeError(f"cannot read {path}: {e.strerror}") from None
+
+
+def read_json_object(path: str | os.PathLike) -> dict:
+    """read_json for files that must hold one JSON object (run.json, metrics.json, ...)."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise FeatpipeError(f"unreadable {Path(path).name} in {Path(path).parent}: expected a JSON object, "
+                            f"got {type(data).__name__}")
+    return data
 
 
 def _jsonable(value: Any) -> Any:
@@ -67,20 +83,97 @@ def is_complete(run_dir: str | os.PathLike) -> bool:
     if not path.is_file():
         return False
     try:
-        return read_json(path).get("status") == "complete"
+        return read_json_object(path).get("status") == "complete"
     except FeatpipeError:
         return False
 
 
-def finish_run(run_dir: str | os.PathLike, info: dict, metrics: dict, history: dict | None = None) -> Path:
-    """Write metrics (and history), then run.json last, so completeness is all-or-nothing."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+def finish_run(run_dir: str | os.PathLike, info: dict, metrics: dict, history: dict | None = None,
+               model_digests: dict[str, str] | None = None) -> Path:
+    """Write metrics (and history), then run.json last, so completeness is all-or-nothing.
+
+    `model_digests` ({file name: SHA-256}, from `save_model_files`) go into run.json; without them the
+    run's model can never be loaded.
+    """
+    run_dir = atomic.make_dirs(run_dir)
     write_json(run_dir / METRICS_FILE, metrics)
     if history is not None:
         write_json(run_dir / HISTORY_FILE, history)
-    write_json(run_dir / RUN_FILE, {**info, "status": "complete"})
+    extra = {DIGESTS: dict(model_digests)} if model_digests is not None else {}
+    write_json(run_dir / RUN_FILE, {**info, **extra, "status": "complete"})
     return run_dir
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def save_model_files(run_dir: str | os.PathLike, write: Callable[[Path], object]) -> dict[str, str]:
+    """`write(folder)` writes a run's model files into a staging folder inside run_dir; each file is then
+    fsynced, digested and renamed into run_dir. Returns {file name: SHA-256} for finish_run.
+
+    A failure (a full disk, a library error) leaves the run directory's previous files as they were.
+    """
+    run_dir = atomic.make_dirs(run_dir)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=run_dir))
+    except OSError as e:
+        raise atomic.write_error(e, run_dir) from None
+    try:
+        with atomic.write_errors(run_dir):
+            write(staging)
+            digests = {}
+            for file in sorted(staging.iterdir()):
+                if not file.is_file():
+                    raise FeatpipeError(f"internal: a model writer left a non-file {file.name} in {run_dir}")
+                atomic.fsync_file(file)
+                digests[file.name] = file_sha256(file)
+            for name in digests:
+                os.replace(staging / name, run_dir / name)
+            atomic.fsync_dir(run_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return digests
+
+
+def save_weights(model, path: str | os.PathLike) -> None:
+    """A Keras model's weights (and its optimizer's state) to `path` through a temporary file, refused up
+    front when the disk cannot hold them: HDF5 segfaults the process when the disk fills mid-write."""
+    optimizer = getattr(model, "optimizer", None)
+    variables = [*model.weights, *(optimizer.variables if optimizer is not None and optimizer.built else [])]
+    nbytes = sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in variables)
+    atomic.require_space(path, 2 * nbytes)  # HDF5 metadata and chunk slack
+    with atomic.atomic_path(path) as tmp:
+        model.save_weights(tmp)
+
+
+def verified_model_file(run_dir: str | os.PathLike, info: dict) -> Path:
+    """The path of the run's model file, once every model file matches the SHA-256 recorded in run.json.
+
+    Refused (nothing is read but the bytes hashed) when a digest is missing -- featpipe cannot show it wrote
+    the file -- or differs: a file modified, truncated or swapped since it was written.
+    """
+    run_dir = Path(run_dir)
+    name = info.get("model_file")
+    digests = info.get(DIGESTS)
+    if not isinstance(name, str) or not isinstance(digests, dict) or name not in digests:
+        raise FeatpipeError(
+            f"{run_dir}/{RUN_FILE} records no SHA-256 of its model file, so featpipe cannot show it wrote it and "
+            "will not load it; retrain the run with this version of featpipe"
+        )
+    for file, digest in digests.items():
+        path = run_dir / str(file)
+        if Path(str(file)).name != file or file in ("", ".", ".."):
+            raise FeatpipeError(f"{run_dir}/{RUN_FILE} names a model file outside the run directory: {file!r}")
+        if not path.is_file():
+            raise FeatpipeError(f"model file missing from run {run_dir}: {file}")
+        if file_sha256(path) != digest:
+            raise FeatpipeError(
+                f"model file {path} does not match the SHA-256 featpipe recorded when it wrote it (modified, "
+                "truncated or replaced since); refusing to load it -- retrain the run"
+            )
+    return run_dir / name
 
 
 def load_run(run_dir: str | os.PathLike) -> dict:
@@ -91,9 +184,9 @@ def load_run(run_dir: str | os.PathLike) -> dict:
     history_path = run_dir / HISTORY_FILE
     return {
         "dir": run_dir,
-        "run": read_json(run_dir / RUN_FILE),
-        "metrics": read_json(run_dir / METRICS_FILE),
-        "history": read_json(history_path) if history_path.is_file() else None,
+        "run": read_json_object(run_dir / RUN_FILE),
+        "metrics": read_json_object(run_dir / METRICS_FILE),
+        "history": read_json_object(history_path) if history_path.is_file() else None,
     }
 
 

@@ -24,7 +24,7 @@ from featpipe.data import load_image_folder
 from featpipe.errors import FeatpipeError
 from featpipe.heads.base import CachedSplit, Head
 from featpipe.metrics import classification_metrics
-from featpipe.runs import RUN_FILE, finish_run, is_complete, load_run
+from featpipe.runs import RUN_FILE, finish_run, is_complete, load_run, save_model_files, verified_model_file
 from featpipe.store import FeatureCache
 
 SPLITS = ("train", "validation", "test")
@@ -124,9 +124,9 @@ def train_head(cache: FeatureCache, head: Head, runs_dir: str | os.PathLike = "r
         "timing": _timing(cache, fitted - start, predicted - fitted),
     }
     history = getattr(head, "history_", None)
-    head.save(run_dir)
+    digests = save_model_files(run_dir, head.save)
     finish_run(run_dir, _run_info(cache, head, run_dir, streamed), metrics,
-               None if history is None else {**history, "phases": [{"name": "head", "start_epoch": 0}]})
+               None if history is None else {**history, "phases": [{"name": "head", "start_epoch": 0}]}, digests)
     return TrainResult(head.name, run_dir, False, metrics)
 
 
@@ -142,6 +142,7 @@ def _reuse(run_dir: Path, cache: FeatureCache, head: Head) -> TrainResult:
             f"{run_dir} holds a finished run with a different {', '.join(differ)}; "
             "pass --force to replace it (or --runs-dir to keep both)"
         )
+    verified_model_file(run_dir, info)  # reuse only a model featpipe can show it wrote
     return TrainResult(head.name, run_dir, True, loaded["metrics"])
 
 

@@ -179,3 +179,33 @@ def test_more_parts_than_open_files_under_ulimit(tmp_path, tiny_model_file):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("extracted: ") and "(train 300 rows)" in done.stdout
+@pytest.mark.timeout(300)
+def test_extract_and_predict_skip_hostile_files_and_record_why(tmp_path, tiny_model_file):
+    """Issue 9, cases 2 and 3: a bomb, a FIFO, dangling links and link loops never abort extract or predict."""
+    from test_data import _hostile_dataset
+
+    root = _hostile_dataset(tmp_path)
+    result = run("extract", root, "--backbone", tiny_model_file, "--cache-dir", tmp_path / "cache", "--json", "-q")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["skipped"]["train"] == 6 and summary["rows"]["train"] == 14  # 12 images + 2 links to images
+    skipped = dict(json.loads(run("cache", "info", summary["cache"], "--json").stdout)["skipped_files"]["train"])
+    assert skipped["train/cat/fifo.jpg"] == "not a regular file: a FIFO"
+    assert skipped["train/cat/dangling.jpg"] == "dangling symbolic link"
+    assert skipped["train/cat/loopA.jpg"] == skipped["train/cat/loopB.jpg"] == "symbolic link loop"
+    assert skipped["train/cat/null.png"] == "not a regular file: a character device"
+    assert skipped["train/cat/bomb.png"].startswith("image claims 900000000 pixels")
+    rerun = run("extract", root, "--backbone", tiny_model_file, "--cache-dir", tmp_path / "cache", "--json", "-q")
+    assert rerun.exit_code == 0 and json.loads(rerun.stdout.strip().splitlines()[-1])["cached"] is True
+
+    train = run("train", summary["cache"], "--head", "logreg", "--runs-dir", tmp_path / "runs")
+    assert train.exit_code == 0, train.output
+    run_dir = next((tmp_path / "runs").iterdir())
+    out = tmp_path / "p.csv"
+    predicted = run("predict", run_dir, root / "train" / "cat", "-o", out)
+    assert predicted.exit_code == 0, predicted.output
+    import csv
+
+    rows = {r["path"].rsplit("/", 1)[1]: r for r in csv.DictReader(open(out))}
+    assert rows["bomb.png"]["error"].startswith("image claims") and rows["fifo.jpg"]["error"].endswith("FIFO")
+    assert rows["outside.jpg"]["predicted_class"] in ("cat", "dog") and not rows["outside.jpg"]["error"]

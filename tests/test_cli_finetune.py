@@ -13,6 +13,7 @@ from conftest import make_dataset
 
 from featpipe import runs
 from featpipe.cli import main
+from hostile_fixtures import small_disk  # noqa: F401  (a fixture)
 
 FAST = ["--weights", "none", "--epochs", "1", "--fine-tune-epochs", "1", "--batch-size", "8", "--quiet"]
 
@@ -85,3 +86,23 @@ def test_dataset_without_validation_needs_val_fraction(tmp_path, tiny_model_file
     data = make_dataset(tmp_path / "data", per_split={"train": 6, "test": 2})
     result = _invoke(data, "--backbone", tiny_model_file, *FAST, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 1 and "no validation/ split; carve one with --val-fraction" in result.output
+
+
+def test_one_class_is_refused_up_front(tmp_path, tiny_model_file):
+    """Issue 9, case 8: before any epoch, like train."""
+    data = make_dataset(tmp_path / "one", classes=("cat",))
+    result = _invoke(data, "--backbone", tiny_model_file, *FAST, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 1 and "has one class (cat)" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.timeout(300)
+def test_a_full_disk_is_one_line_and_leaves_no_finished_run(tmp_path, dataset, tiny_model_file, small_disk):
+    """Issue 9, case 4: no h5py tracebacks, no segmentation fault."""
+    from hostile_fixtures import fill
+
+    fill(small_disk, leave=16384)
+    result = _invoke(dataset, "--backbone", tiny_model_file, *FAST, "--runs-dir", small_disk / "runs")
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines()[-1].startswith("featpipe: error: no space left on device writing")
+    assert "Traceback" not in result.output and not list((small_disk / "runs").rglob("run.json"))

@@ -85,3 +85,49 @@ def test_help_on_every_head_command():
     for command in ("train", "predict", "export"):
         result = run(command, "--help")
         assert result.exit_code == 0 and "Usage:" in result.output
+
+
+@pytest.mark.parametrize("params, message", [
+    (["--head", "svm", "--param", "C=inf"], "parameter C must be a finite number, got 'inf'"),
+    (["--head", "svm", "--param", "C=1,nan"], "parameter C must be a finite number, got 'nan'"),
+    (["--head", "svm", "--param", "C=1", "--param", "C=10"], "--param C given twice"),
+    (["--head", "dense", "--param", "units=100000000000"], "a dense head with units=100000000000 on 12 features"),
+])
+def test_hostile_params_are_one_line_errors(cache_path, tmp_path, params, message):
+    """Issue 9, case 9."""
+    result = run("train", cache_path, *params, "--no-data-check", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 1 and message in result.output and result.output.count("\n") == 1, result.output
+
+
+def test_a_head_scoped_param_overrides_the_shared_one_in_any_order():
+    from featpipe.heads import parse_param_options
+
+    for options in (["C=1", "svm.C=10"], ["svm.C=10", "C=1"]):
+        parsed = parse_param_options(options, ["logreg", "svm"])
+        assert parsed["svm"]["C"] == "10" and parsed["logreg"]["C"] == "1"
+
+
+def test_a_read_only_runs_dir_is_one_line(cache_path, tmp_path):
+    """Issue 9, case 5: read-only --runs-dir and an -o in a missing folder."""
+    import os
+    import subprocess
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() == 0:
+        if subprocess.run(["mount", "--bind", "-o", "ro", str(ro), str(ro)], capture_output=True).returncode:
+            pytest.skip("cannot make a read-only mount here")
+    else:
+        ro.chmod(0o555)
+    try:
+        result = run("train", cache_path, "--head", "logreg", "--no-data-check", "--runs-dir", ro / "runs")
+        assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+        assert "read-only file system" in result.output or "permission denied" in result.output
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", "-l", str(ro)], check=False)
+    trained = run("train", cache_path, "--head", "logreg", "--no-data-check", "--runs-dir", tmp_path / "runs")
+    run_dir = next((tmp_path / "runs").iterdir())
+    result = run("predict", run_dir, tmp_path, "-o", "/nonexistent/dir/x.csv")
+    assert trained.exit_code == 0 and result.exit_code == 1
+    assert result.output == "featpipe: error: no such directory: /nonexistent/dir (for /nonexistent/dir/x.csv)\n"

@@ -50,3 +50,14 @@ def test_help():
     for command in ("compare", "demo"):
         result = run(command, "--help")
         assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_unwritable_report_and_runs_dirs_are_one_line(tmp_path):
+    """Issue 9, case 5."""
+    from report_fixtures import make_run
+
+    make_run(tmp_path / "runs", "a")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = run("compare", tmp_path / "runs", "-o", blocker / "report")
+    assert result.exit_code == 1 and result.stderr == f"featpipe: error: not a directory creating directory {blocker / 'report'}\n"

@@ -87,3 +87,59 @@ def test_content_fingerprint_sees_edits_that_keep_size_and_time(dataset):
     os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     after = (load_image_folder(dataset).fingerprint(), load_image_folder(dataset).fingerprint(content=True))
     assert after[0] == before[0] and after[1] != before[1]
+
+
+# --- hostile datasets (issue 9) ---------------------------------------------------------------------------
+
+
+def _hostile_dataset(tmp_path):
+    """A real dataset plus, in train/cat, a FIFO, a dangling link, a link loop, a link to a special file and
+    links to regular images inside and outside the tree: all are rows; reading skips the unusable ones."""
+    from hostile_fixtures import png_bomb
+
+    root = make_dataset(tmp_path / "data")
+    cat = root / "train" / "cat"
+    os.mkfifo(cat / "fifo.jpg")
+    (cat / "dangling.jpg").symlink_to(cat / "gone.jpg")
+    (cat / "loopA.jpg").symlink_to(cat / "loopB.jpg")
+    (cat / "loopB.jpg").symlink_to(cat / "loopA.jpg")
+    (cat / "null.png").symlink_to("/dev/null")
+    (cat / "inside.jpg").symlink_to(cat / "cat.0.jpg")
+    outside = tmp_path / "elsewhere" / "cat.jpg"
+    outside.parent.mkdir()
+    outside.write_bytes((cat / "cat.0.jpg").read_bytes())
+    (cat / "outside.jpg").symlink_to(outside)
+    png_bomb(cat / "bomb.png")
+    return root
+
+
+@pytest.mark.timeout(60)  # opening the FIFO must never wait for a writer
+def test_fingerprint_of_hostile_paths_neither_crashes_nor_blocks(tmp_path):
+    data = load_image_folder(_hostile_dataset(tmp_path))
+    assert {"train/cat/fifo.jpg", "train/cat/dangling.jpg", "train/cat/loopA.jpg"} <= set(data.splits["train"].paths)
+    before = data.fingerprint(), data.fingerprint(content=True)
+    assert before == (data.fingerprint(), data.fingerprint(content=True))
+    (data.root / "train" / "cat" / "gone.jpg").write_bytes(b"now it leads somewhere")
+    assert data.fingerprint() != before[0]  # a link that stops dangling changes the dataset
+
+
+def test_an_unlistable_class_folder_is_named(dataset, monkeypatch):
+    """chmod 000 on a class folder (simulated: as root it would still be readable)."""
+    real_scandir = os.scandir
+    locked = str(dataset / "train" / "dog")
+
+    def scandir(path="."):
+        if str(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(FeatpipeError, match=f"cannot read folder {locked}: permission denied"):
+        load_image_folder(dataset)
+
+
+def test_training_needs_two_classes_with_images(tmp_path):
+    one = load_image_folder(make_dataset(tmp_path / "one", classes=("cat",)))
+    with pytest.raises(FeatpipeError, match="has one class \\(cat\\)"):
+        one.require_classes()
+    load_image_folder(make_dataset(tmp_path / "two")).require_classes()

@@ -56,10 +56,27 @@ def test_experiment_file(tmp_path):
     assert exp.cache_dir == "cache" and exp.params == ["C=0.1,1"]
 
 
+def test_binary_experiment_file(tmp_path):
+    config = tmp_path / "exp.toml"
+    config.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe binary")
+    with pytest.raises(FeatpipeError, match="is not a TOML text file"):
+        load_experiment(config)
+    with pytest.raises(FeatpipeError, match="cannot read experiment file"):
+        load_experiment(tmp_path)
+
+
 @pytest.mark.parametrize("text, message", [
     ('data = "d"\nbackbones = ["b"]\nhedas = ["x"]\n', "unknown keys hedas"),
     ('data = "d"\nbackbones = [\n', "bad TOML"),
-    ('backbones = ["b"]\n', "missing 1 required positional argument: 'data'"),
+    ('backbones = ["b"]\n', "missing required key data$"),
+    ('data = "d"\nbackbones = "keras:VGG16"\n',
+     "backbones must be a list of strings, got a string 'keras:VGG16' \\(write backbones = \\[\"keras:VGG16\"\\]\\)"),
+    ('data = "d"\nbackbones = ["b"]\nepochs = "3"\n', "epochs must be an integer, got a string '3'"),
+    ('data = "d"\nbackbones = ["b"]\nfinetune = 1\n', "finetune must be true or false, got an integer 1"),
+    ('data = "d"\nbackbones = ["b"]\nval_fraction = nan\n', "val_fraction must be a number, got a number nan"),
+    ('data = 3\nbackbones = ["b"]\n', "data must be a string"),
+    ('data = "d"\nbackbones = ["b", 2]\n', "backbones must be a list of strings"),
+    ('data = "d"\nbackbones = ["b"]\n[extra]\nx = 1\n', "unknown keys extra"),
     ('data = "d"\nbackbones = []\n', "names no backbone"),
     ('data = "d"\nbackbones = ["b"]\nheads = []\n', "nothing to compare"),
 ])

@@ -238,3 +238,20 @@ def test_the_head_is_seeded_explicitly_not_by_global_state(dataset, tiny_model_f
         tuner._build(len(data.classes))
         heads.append(tuner.model_.get_layer("dense").kernel.numpy())
     np.testing.assert_array_equal(*heads)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not an object", "missing weights"])
+def test_a_damaged_checkpoint_is_discarded_with_a_warning(tmp_path, damage):
+    """Issue 9: a work file read back is checked; a bad one is redone, not a crash."""
+    from featpipe.finetune.resume import PROGRESS_FILE, ResumeState
+    from featpipe.runs import write_json
+
+    write_json(tmp_path / PROGRESS_FILE, {"epochs": [{"phase": "frozen"}], "finished": [], "best": None,
+                                          "last": "last-0.weights.h5"})
+    if damage == "truncated":
+        (tmp_path / PROGRESS_FILE).write_text('{"epochs": [')
+    elif damage == "not an object":
+        (tmp_path / PROGRESS_FILE).write_text("[1]")
+    with pytest.warns(UserWarning, match="discarding the fine-tuning checkpoint"):
+        state = ResumeState(tmp_path)
+    assert state.epochs == [] and state.last is None

@@ -70,3 +70,109 @@ def test_unreadable_reasons(tmp_path):
     assert "cannot identify image file" in unreadable_reason(str(tmp_path / "text.jpg"))
     assert str(tmp_path) not in unreadable_reason(str(tmp_path / "text.jpg"))
     assert "runcated" in unreadable_reason(str(tmp_path / "cut.jpg"))
+
+
+# --- hostile paths (issue 9): skipped with a reason, never blocking, never decoding a bomb ---------------
+
+import os  # noqa: E402
+import socket  # noqa: E402
+
+import pytest  # noqa: E402
+
+from featpipe.data import UnusableFile, read_regular_file  # noqa: E402
+from featpipe.pipeline import check_header, max_pixels, read_image  # noqa: E402
+from hostile_fixtures import png_bomb  # noqa: E402
+
+
+def hostile_folder(root):
+    """Good images (one plain, one linked from inside, one linked from outside the folder) among hostile paths;
+    returns (files in order, {index of each unusable file: expected reason})."""
+    folder = root / "imgs"
+    good = make_image(folder / "a_good.png", (200, 10, 10))
+    outside = make_image(root / "elsewhere" / "real.jpg", (10, 200, 10))
+    (folder / "b_link_inside.png").symlink_to(good)
+    (folder / "c_link_outside.jpg").symlink_to(outside)
+    os.mkfifo(folder / "d_fifo.jpg")
+    (folder / "e_dangling.jpg").symlink_to(folder / "gone.jpg")
+    (folder / "f_loopA.jpg").symlink_to(folder / "f_loopB.jpg")
+    (folder / "f_loopB.jpg").symlink_to(folder / "f_loopA.jpg")
+    (folder / "g_to_fifo.jpg").symlink_to(folder / "d_fifo.jpg")
+    (folder / "h_dir.jpg").mkdir()
+    png_bomb(folder / "i_bomb.png")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(folder / "j_socket.png"))
+    (folder / "k_to_dev.jpg").symlink_to("/dev/zero")
+    (folder / "l_empty.jpg").write_bytes(b"")
+    files = sorted(str(p) for p in folder.iterdir())
+    reasons = {"d_fifo": "not a regular file: a FIFO", "e_dangling": "dangling symbolic link",
+               "f_loopA": "symbolic link loop", "f_loopB": "symbolic link loop",
+               "g_to_fifo": "not a regular file: a FIFO", "h_dir": "not a regular file: a folder",
+               "i_bomb": "image claims 900000000 pixels, over the 89478485-pixel limit", "j_socket": "not a regular file: a socket",
+               "k_to_dev": "not a regular file: a character device", "l_empty": "empty file"}
+    expected = {i: reasons[os.path.basename(f).rsplit(".", 1)[0]] for i, f in enumerate(files)
+                if os.path.basename(f).rsplit(".", 1)[0] in reasons}
+    return files, expected, sock
+
+
+@pytest.mark.timeout(120)  # a FIFO that blocked would hang here
+def test_hostile_paths_are_skipped_with_their_reason(tmp_path):
+    files, expected, sock = hostile_folder(tmp_path)
+    try:
+        rows = [int(r) for _, r in indexed_images(files, (8, 8)).as_numpy_iterator()]
+        assert rows == [0, 1, 2]  # the plain image and both links to regular images
+        for i, reason in expected.items():
+            assert unreadable_reason(files[i]).startswith(reason), (files[i], unreadable_reason(files[i]))
+    finally:
+        sock.close()
+
+
+def test_a_bomb_is_refused_from_its_header_and_the_cap_is_configurable(tmp_path, monkeypatch):
+    bomb = png_bomb(tmp_path / "bomb.png", 5000, 5000)
+    assert bomb.stat().st_size < 20_000
+    with pytest.raises(UnusableFile, match="5000x5000 pixels, over the 1000000-pixel limit"):
+        read_image(str(bomb), 1_000_000)
+    assert read_image(str(bomb), 30_000_000)  # under a raised cap the header passes (decoding then fails: cut)
+    monkeypatch.setenv("FEATPIPE_MAX_IMAGE_PIXELS", "100")
+    assert max_pixels() == 100 and "over the 100-pixel limit" in unreadable_reason(str(make_image(tmp_path / "s.png", (1, 2, 3))))
+    monkeypatch.setenv("FEATPIPE_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(Exception, match="must be a whole number"):
+        max_pixels()
+
+
+def test_gif_frames_count_towards_the_cap(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray(rng.integers(0, 255, (100, 100), dtype=np.uint8)) for _ in range(20)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    data = (tmp_path / "anim.gif").read_bytes()
+    with pytest.raises(UnusableFile, match="100x100 pixels x 20 frames"):
+        check_header(data, 100 * 100 * 10)
+    check_header(data, 100 * 100 * 20)
+
+
+def test_a_file_that_changes_while_read_is_skipped(tmp_path, monkeypatch):
+    path = make_image(tmp_path / "moving.png", (1, 2, 3))
+    real_read = os.read
+
+    def read_and_grow(fd, n):
+        chunk = real_read(fd, n)
+        with open(path, "ab") as f:
+            f.write(b"appended by another process")
+        return chunk
+
+    monkeypatch.setattr(os, "read", read_and_grow)
+    with pytest.raises(UnusableFile, match="file changed while being read"):
+        read_regular_file(str(path), 1 << 20)
+
+
+def test_an_unreadable_file_is_skipped(tmp_path, monkeypatch):
+    path = make_image(tmp_path / "secret.png", (1, 2, 3))
+    real_open = os.open
+
+    def deny(p, *args, **kwargs):  # what chmod 000 does for a user that is not root
+        if str(p) == str(path):
+            raise PermissionError(13, "Permission denied", str(p))
+        return real_open(p, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", deny)
+    assert unreadable_reason(str(path)) == "cannot read: permission denied"
+    assert list(indexed_images([str(path)], (8, 8)).as_numpy_iterator()) == []

@@ -1,6 +1,7 @@
 """featpipe.predict: classify image files with a finished run; export a run as one Keras model."""
 
 import csv
+import os
 import shutil
 
 import keras
@@ -11,11 +12,12 @@ from featpipe.errors import FeatpipeError
 from featpipe.heads import load_head, make_head
 from featpipe.pipeline import indexed_images
 from featpipe.predict import export, image_files, predict
-from featpipe.runs import finish_run, load_run, write_json
+from featpipe.runs import finish_run, load_run, save_model_files, write_json
 from featpipe.store import FeatureCache
 from featpipe.train import open_for_training, train_head
 from heads_fixtures import real_cache
 from plain_keras import outputs_without_featpipe
+from hostile_fixtures import small_disk  # noqa: F401  (a fixture)
 
 
 def _make_runs(root, model_file, pooling, heads):
@@ -117,12 +119,11 @@ def _finetune_run(run_dir, units):
     x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
     outputs = keras.layers.Dense(units, activation="sigmoid" if units == 1 else "softmax")(x)
     model = keras.Model(inputs, outputs)
-    run_dir.mkdir()
-    model.save(run_dir / "model.keras")
+    digests = save_model_files(run_dir, lambda folder: model.save(folder / "model.keras"))
     classes = ["cat", "dog"] if units == 1 else ["cat", "dog", "fox"]
     finish_run(run_dir, {"name": "ft", "kind": "finetune", "path": "end-to-end", "head": "finetune",
                          "image_size": [32, 32], "crop_to_aspect_ratio": False, "model_file": "model.keras",
-                         "dataset": {"classes": classes}}, {})
+                         "dataset": {"classes": classes}}, {}, model_digests=digests)
     return model
 
 
@@ -152,3 +153,153 @@ def test_image_files_walks_folders_and_keeps_named_files(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FeatpipeError, match="no image files in"):
         image_files([tmp_path / "empty"])
+
+
+# --- hostile run directories and outputs (issue 9) --------------------------------------------------------
+
+
+def _poisoned_copy(runs, tmp_path, marker):
+    """A copy of the logreg run whose model.joblib was replaced by a pickle that creates `marker`."""
+    import joblib
+
+    from hostile_fixtures import Evil
+
+    run_dir = tmp_path / "poisoned"
+    shutil.copytree(runs["logreg"], run_dir)
+    joblib.dump(Evil(marker), run_dir / "model.joblib")
+    return run_dir
+
+
+def test_the_poison_is_real(tmp_path):
+    """The payload of the tests below does run when unpickled (so their 'not created' means something)."""
+    import joblib
+
+    from hostile_fixtures import Evil
+
+    joblib.dump(Evil(tmp_path / "ran"), tmp_path / "evil.joblib")
+    joblib.load(tmp_path / "evil.joblib")
+    assert (tmp_path / "ran").exists()
+
+
+def test_a_swapped_pickle_is_refused_without_unpickling(runs, images, tmp_path):
+    from featpipe.report.collect import collect_runs
+
+    marker = tmp_path / "ran"
+    run_dir = _poisoned_copy(runs, tmp_path, marker)
+    (tmp_path / "p.csv").write_text("previous")
+    with pytest.raises(FeatpipeError, match="does not match the SHA-256 featpipe recorded"):
+        predict(run_dir, images, tmp_path / "p.csv")
+    with pytest.raises(FeatpipeError, match="does not match"):
+        export(run_dir, tmp_path / "m.keras")
+    found, skipped = collect_runs([run_dir])
+    assert not found and "does not match" in skipped[0]["reason"]
+    assert not marker.exists() and (tmp_path / "p.csv").read_text() == "previous"
+
+
+def test_reusing_a_poisoned_finished_run_is_refused(runs, tmp_path):
+    marker = tmp_path / "ran"
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    shutil.move(_poisoned_copy(runs, tmp_path, marker), runs_dir / runs["logreg"].name)
+    with open_for_training(runs["cache"]) as cache:
+        with pytest.raises(FeatpipeError, match="does not match"):
+            train_head(cache, make_head("logreg"), runs_dir)
+    assert not marker.exists()
+
+
+def test_cli_predict_on_a_poisoned_run_is_one_line_exit_1(runs, images, tmp_path):
+    from click.testing import CliRunner
+
+    from featpipe.cli import main
+
+    marker = tmp_path / "ran"
+    run_dir = _poisoned_copy(runs, tmp_path, marker)
+    result = CliRunner().invoke(main, ["predict", str(run_dir), *map(str, images), "-o", str(tmp_path / "p.csv")])
+    assert result.exit_code == 1 and not marker.exists()
+    assert result.output.count("\n") == 1 and "does not match" in result.output
+
+
+def _damage(run_dir, how):
+    info = load_run(run_dir)["run"]
+    if how == "no digest":
+        write_json(run_dir / "run.json", {k: v for k, v in info.items() if k != "model_sha256"})
+    elif how == "truncated model":
+        data = (run_dir / "model.keras").read_bytes()
+        (run_dir / "model.keras").write_bytes(data[: len(data) // 2])
+    elif how == "missing model":
+        (run_dir / "model.keras").unlink()
+    elif how == "run.json fields":
+        write_json(run_dir / "run.json", {**info, "dataset": "x", "image_size": "big", "kind": 3})
+    elif how == "run.json not an object":
+        write_json(run_dir / "run.json", [1, 2])
+    elif how == "run.json binary":
+        (run_dir / "run.json").write_bytes(b"\xff\xfe\x00garbage")
+    elif how == "metrics.json":
+        (run_dir / "metrics.json").write_text('{"test": ')
+    elif how == "digest path escapes":
+        write_json(run_dir / "run.json", {**info, "model_sha256": {**info["model_sha256"], "../x": "0"}})
+
+
+@pytest.mark.parametrize("how, message", [
+    ("no digest", "records no SHA-256 of its model file"),
+    ("truncated model", "does not match the SHA-256"),
+    ("missing model", "model file missing"),
+    ("run.json fields", "is damaged: missing or bad kind, image_size, dataset"),
+    ("run.json not an object", "not a finished run"),
+    ("run.json binary", "not a finished run"),
+    ("metrics.json", "unreadable JSON in .*metrics.json"),
+    ("digest path escapes", "outside the run directory"),
+])
+def test_damaged_runs_are_one_line_errors(runs, images, tmp_path, how, message):
+    run_dir = tmp_path / "run"
+    shutil.copytree(runs["dense"], run_dir)
+    _damage(run_dir, how)
+    with pytest.raises(FeatpipeError, match=message):
+        predict(run_dir, images, tmp_path / "p.csv")
+
+
+def test_unwritable_outputs_fail_before_any_work(runs, images, tmp_path):
+    with pytest.raises(FeatpipeError, match="no such directory: /nonexistent/dir"):
+        predict(runs["logreg"], images, "/nonexistent/dir/x.csv")
+    with pytest.raises(FeatpipeError, match="no such directory"):
+        export(runs["dense"], "/nonexistent/dir/x.keras")
+
+
+def test_full_disk_keeps_the_previous_outputs(runs, images, small_disk):
+    from hostile_fixtures import fill
+
+    (small_disk / "p.csv").write_text("previous")
+    (small_disk / "m.keras").write_text("previous")
+    fill(small_disk)
+    with pytest.raises(FeatpipeError, match=f"no space left on device writing {small_disk / 'm.keras'}"):
+        export(runs["dense"], small_disk / "m.keras")
+    # p.csv is tiny: fill the last bytes too
+    with pytest.raises(FeatpipeError, match=f"no space left on device writing {small_disk / 'p.csv'}"):
+        predict(runs["logreg"], images, small_disk / "p.csv")
+    assert (small_disk / "p.csv").read_text() == "previous" and (small_disk / "m.keras").read_text() == "previous"
+    assert sorted(os.listdir(small_disk)) == ["filler", "m.keras", "p.csv"]
+
+
+def test_csv_cells_cannot_be_formulas(runs, images, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(runs["logreg"], run_dir)
+    info = load_run(run_dir)["run"]
+    write_json(run_dir / "run.json", {**info, "dataset": {**info["dataset"], "classes": ["=cmd|calc", "@SUM(1)"]}})
+    predict(run_dir, images, tmp_path / "p.csv")
+    rows = _read(tmp_path / "p.csv")
+    assert {r["predicted_class"] for r in rows} - {""} <= {"'=cmd|calc", "'@SUM(1)"}
+    assert list(rows[0])[2:4] == ["prob_=cmd|calc", "prob_@SUM(1)"]  # not at the start of a cell: harmless
+    assert all(0 <= float(r["prob_=cmd|calc"]) <= 1 for r in rows if not r["error"])
+
+
+@pytest.mark.timeout(120)
+def test_a_fifo_and_a_bomb_named_explicitly_get_error_rows(runs, tmp_path):
+    """Issue 9, case 2 for predict: rows with reasons, never an abort or a block."""
+    from hostile_fixtures import png_bomb
+
+    os.mkfifo(tmp_path / "pipe.jpg")
+    bomb = png_bomb(tmp_path / "bomb.png")
+    result = predict(runs["logreg"], [tmp_path / "pipe.jpg", bomb], tmp_path / "p.csv")
+    rows = _read(tmp_path / "p.csv")
+    assert result.errors == 2 and rows[0]["error"] == "not a regular file: a FIFO"
+    assert rows[1]["error"].startswith("image claims 900000000 pixels")

@@ -7,6 +7,7 @@ from featpipe.errors import FeatpipeError
 from featpipe.report import write_report
 from featpipe.report.collect import collect_runs, make_verdict
 from featpipe.runs import write_json
+from hostile_fixtures import small_disk  # noqa: F401  (a fixture)
 from report_fixtures import make_history, make_run
 
 
@@ -168,3 +169,29 @@ def test_bad_smoothing_factor_is_a_featpipe_error(tmp_path, smooth):
     make_run(tmp_path, "a")
     with pytest.raises(FeatpipeError, match="smoothing"):
         write_report([tmp_path], tmp_path / "out", smooth=smooth)
+
+
+def test_summary_csv_cells_cannot_be_formulas(tmp_path):
+    """Issue 9, case 9: a run or backbone named like a formula is text in the spreadsheet."""
+    make_run(tmp_path / "runs", "=cmd|' /C calc'!A0", backbone="@SUM(A1)", head="+1", val=0.9)
+    make_run(tmp_path / "runs", "-2+3", val=0.8)
+    paths = write_report([tmp_path / "runs"], tmp_path / "report")
+    with open(paths["summary_csv"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["name"] for r in rows] == ["'=cmd|' /C calc'!A0", "'-2+3"]
+    assert rows[0]["backbone"] == "'@SUM(A1)" and rows[0]["head"] == "'+1"
+    assert float(rows[0]["val_accuracy"]) == 0.9  # numbers stay numbers
+
+
+def test_a_full_report_disk_keeps_the_previous_report(tmp_path, small_disk):
+    from hostile_fixtures import fill
+
+    make_run(tmp_path / "runs", "a")
+    first = write_report([tmp_path / "runs"], small_disk / "report")
+    before = {p: p.read_bytes() for p in (first["html"], first["summary_csv"], first["summary_json"])}
+    make_run(tmp_path / "runs", "b", val=0.95)
+    fill(small_disk)
+    with pytest.raises(FeatpipeError, match="^no space left on device writing"):
+        write_report([tmp_path / "runs"], small_disk / "report")
+    assert {p: p.read_bytes() for p in before} == before
+    assert not [p for p in (small_disk / "report").rglob("*") if ".tmp" in p.name]

@@ -5,6 +5,7 @@ import pytest
 
 from featpipe.errors import FeatpipeError
 from featpipe.runs import find_runs, finish_run, is_complete, load_run, read_json, write_json
+from hostile_fixtures import small_disk  # noqa: F401  (a fixture)
 
 
 def test_finish_and_load(tmp_path):
@@ -43,3 +44,53 @@ def test_read_json_errors(tmp_path):
     assert not (tmp_path / "obj.json").exists() and not list(tmp_path.glob("*.tmp"))
     write_json(tmp_path / "ok.json", {"a": np.arange(2)})
     assert json.loads((tmp_path / "ok.json").read_text()) == {"a": [0, 1]}
+
+
+# --- model digests and crash-safe model files (issue 9) ---------------------------------------------------
+
+
+def test_model_files_are_digested_and_verified(tmp_path):
+    from featpipe.runs import file_sha256, save_model_files, verified_model_file
+
+    run_dir = tmp_path / "run"
+    digests = save_model_files(run_dir, lambda d: ((d / "model.bin").write_bytes(b"w"), (d / "head.json").write_text("{}")))
+    assert digests == {"head.json": file_sha256(run_dir / "head.json"), "model.bin": file_sha256(run_dir / "model.bin")}
+    assert sorted(p.name for p in run_dir.iterdir()) == ["head.json", "model.bin"]  # no staging folder left
+    finish_run(run_dir, {"name": "r", "model_file": "model.bin"}, {}, model_digests=digests)
+    info = load_run(run_dir)["run"]
+    assert verified_model_file(run_dir, info) == run_dir / "model.bin"
+    (run_dir / "head.json").write_text('{"x": 1}')
+    with pytest.raises(FeatpipeError, match="head.json does not match"):
+        verified_model_file(run_dir, info)
+
+
+def test_a_failing_model_writer_leaves_the_previous_files(tmp_path):
+    from featpipe.runs import save_model_files
+
+    run_dir = tmp_path / "run"
+    save_model_files(run_dir, lambda d: (d / "model.bin").write_bytes(b"old"))
+
+    def broken(folder):
+        (folder / "model.bin").write_bytes(b"ne")
+        raise RuntimeError("library failure")
+
+    with pytest.raises(RuntimeError):
+        save_model_files(run_dir, broken)
+    assert (run_dir / "model.bin").read_bytes() == b"old" and [p.name for p in run_dir.iterdir()] == ["model.bin"]
+
+
+def test_training_onto_a_full_disk_is_one_line_and_leaves_no_model(tmp_path, small_disk):
+    from click.testing import CliRunner
+
+    from featpipe.cli import main
+    from heads_fixtures import synthetic_cache
+    from hostile_fixtures import fill
+
+    cache = synthetic_cache(tmp_path)
+    fill(small_disk, leave=8192)
+    result = CliRunner().invoke(main, ["train", str(cache), "--head", "dense", "--param", "epochs=1",
+                                       "--param", "units=64", "--no-data-check", "--runs-dir", str(small_disk / "runs")])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("featpipe: error: no space left on device writing") and result.output.count("\n") == 1
+    run_dirs = list((small_disk / "runs").iterdir()) if (small_disk / "runs").exists() else []
+    assert all(not (d / "run.json").exists() and not list(d.glob("model.*")) for d in run_dirs)

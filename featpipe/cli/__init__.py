@@ -1,22 +1,70 @@
 """The `featpipe` command line: a click group whose commands parse options, call the library and print.
 
-Exit codes: 0 success, 1 bad input or environment (one line on stderr), 2 bad usage, 3 internal error,
-130 interrupted (run the same command again to resume).
+Exit codes:
+  0    success
+  1    bad input or environment: one line on stderr (a full disk: "no space left on device writing X")
+  2    bad usage
+  3    internal error (a bug; FEATPIPE_DEBUG=1 shows the traceback)
+  130  interrupted by SIGINT (Ctrl-C)          } finished work is committed first;
+  143  terminated by SIGTERM (batch schedulers) } run the same command again to resume
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
+import _thread
 
 import click
 
 from featpipe import __version__
-from featpipe.errors import FeatpipeError
+from featpipe.errors import FeatpipeError, Interrupted
 
-EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 3, 130
+EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 3, 128 + signal.SIGINT, 128 + signal.SIGTERM
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+REDELIVERY_DELAY = 0.05  # seconds
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def interrupt_handlers():
+    """SIGINT and SIGTERM raise Interrupted in the main thread, so both unwind like Ctrl-C and commit what
+    is done. An interrupt raised inside a finalizer (TensorFlow runs many) is swallowed by Python and only
+    reported to sys.unraisablehook: there it is delivered again, so the command still stops."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, _raise_interrupted) for signum in HANDLED_SIGNALS}
+    previous_hook = sys.unraisablehook
+
+    def redeliver(unraisable):
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            # From another thread, a moment later: the handler must run after this hook (and the finalizer)
+            # has returned, or it would be swallowed again.
+            signum = getattr(unraisable.exc_value, "signum", signal.SIGINT)
+            timer = threading.Timer(REDELIVERY_DELAY, lambda: active and _thread.interrupt_main(signum))
+            timer.daemon = True
+            timer.start()
+        else:
+            previous_hook(unraisable)
+
+    active = True
+    sys.unraisablehook = redeliver
+    try:
+        yield
+    finally:
+        active = False
+        sys.unraisablehook = previous_hook
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 class _Group(click.Group):
@@ -24,13 +72,16 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with interrupt_handlers():
+                return super().invoke(ctx)
         except FeatpipeError as e:
             click.echo(f"featpipe: error: {e}", err=True)
             sys.exit(EXIT_ERROR)
-        except KeyboardInterrupt:
-            click.echo("featpipe: interrupted; run the same command again to resume", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+        except KeyboardInterrupt as e:
+            signum = getattr(e, "signum", signal.SIGINT)
+            what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
+            click.echo(f"featpipe: {what}; run the same command again to resume", err=True)
+            sys.exit(128 + signum)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
             raise
         except Exception as e:  # a bug: keep the log readable, but make the traceback available

@@ -7,12 +7,14 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Iterator
 
 import keras
 
 from featpipe import runs
+from featpipe.errors import FeatpipeError
 
 PROGRESS_FILE = "progress.json"
 
@@ -28,6 +30,23 @@ def checkpoint_directory(path: str | os.PathLike | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
+def _read_progress(directory: Path) -> dict:
+    """The committed progress, or {} (start over, with a warning) when it is damaged or points at a weights file
+    that is gone: a work file read back is checked, never trusted into a crash."""
+    try:
+        state = runs.read_json_object(directory / PROGRESS_FILE)
+        files = [(state.get("best") or {}).get("weights"), state.get("last")]
+        if not isinstance(state.get("epochs", []), list) or not isinstance(state.get("finished", []), list):
+            raise FeatpipeError(f"{directory / PROGRESS_FILE} has the wrong shape")
+        gone = [name for name in files if name is not None and not (directory / str(name)).is_file()]
+        if gone:
+            raise FeatpipeError(f"{directory / PROGRESS_FILE} points at missing {', '.join(map(str, gone))}")
+    except (FeatpipeError, AttributeError) as e:
+        warnings.warn(f"discarding the fine-tuning checkpoint, starting over: {e}", stacklevel=3)
+        return {}
+    return state
+
+
 class ResumeState:
     """Epoch records, the best weights so far and the last epoch's training state, committed as one JSON file.
 
@@ -37,7 +56,7 @@ class ResumeState:
 
     def __init__(self, directory: Path):
         self.directory = directory
-        state = runs.read_json(self.path(PROGRESS_FILE)) if self.path(PROGRESS_FILE).is_file() else {}
+        state = _read_progress(directory) if self.path(PROGRESS_FILE).is_file() else {}
         self.epochs: list[dict] = state.get("epochs", [])
         self.finished: list[str] = state.get("finished", [])
         self.best: dict | None = state.get("best")
@@ -54,10 +73,10 @@ class ResumeState:
         val_loss = record.get("val_loss", math.nan)
         if math.isfinite(val_loss) and (self.best is None or val_loss < self.best["val_loss"]):
             name = f"best-{epoch}.weights.h5"
-            inference_model.save_weights(self.path(name))
+            runs.save_weights(inference_model, self.path(name))
             self.best = {"phase": phase, "epoch": epoch, "val_loss": val_loss, "weights": name}
         self.last = f"last-{epoch}.weights.h5"
-        training_model.save_weights(self.path(self.last))
+        runs.save_weights(training_model, self.path(self.last))
         self.epochs.append(record)
         self._commit()
 

@@ -51,6 +51,7 @@ def run_finetune(data: ImageFolder, tuner: FineTuner, runs_dir: str | os.PathLik
                  callbacks=(), device: str = "", verbose: int | str = 0) -> FinetuneRun:
     """Fine-tune into runs_dir/<run name>: resume an unfinished run, reuse a finished one unless `force`."""
     tuner.check()
+    data.require_classes("train")
     require_split(data, "validation", "carve one with --val-fraction")
     require_split(data, "test", "the run reports test metrics")
     run_dir = Path(runs_dir) / run_name(data, tuner)
@@ -58,13 +59,14 @@ def run_finetune(data: ImageFolder, tuner: FineTuner, runs_dir: str | os.PathLik
         shutil.rmtree(run_dir)
     if runs.is_complete(run_dir):
         loaded = runs.load_run(run_dir)
+        runs.verified_model_file(run_dir, loaded["run"])  # reuse only a model featpipe can show it wrote
         return FinetuneRun(run_dir, True, loaded["run"], loaded["metrics"])
     clock = time.perf_counter()
     tuner.fit(data, run_dir / CHECKPOINT_DIR, callbacks=callbacks, verbose=verbose)
     fitted = time.perf_counter()
     metrics = {"validation": tuner.evaluate(data, "validation"), "test": tuner.evaluate(data, "test")}
     predict_seconds = time.perf_counter() - fitted
-    tuner.model_.save(run_dir / MODEL_FILE)
+    digests = runs.save_model_files(run_dir, lambda folder: tuner.model_.save(folder / MODEL_FILE))
     metrics["selection"] = None if tuner.best_ is None else {
         "metric": "val_loss", "best_params": {"phase": tuner.best_["phase"], "epoch": tuner.best_["epoch"] + 1},
         "score": tuner.best_["val_loss"],
@@ -72,7 +74,7 @@ def run_finetune(data: ImageFolder, tuner: FineTuner, runs_dir: str | os.PathLik
     metrics["timing"] = _timing(tuner, len(data.splits["train"]), predict_seconds,
                                 setup_seconds=fitted - clock - sum(tuner.phase_seconds_.values()))
     info = _run_info(data, tuner, run_dir.name, device)
-    runs.finish_run(run_dir, info, metrics, tuner.history_)
+    runs.finish_run(run_dir, info, metrics, tuner.history_, digests)
     shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
     return FinetuneRun(run_dir, False, info, metrics)
 

@@ -149,6 +149,7 @@ class FineTuner:
         picked up again by a later fit with the same directory; `callbacks` are extra Keras callbacks.
         """
         self.check()
+        data.require_classes("train")  # up front, not after an epoch
         require_split(data, "validation", "carve one with --val-fraction")
         with runtime.precision_scope(self.precision):
             self._build(len(data.classes))

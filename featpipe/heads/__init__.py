@@ -47,10 +47,14 @@ def parse_param_options(options: list[str], heads: list[str]) -> dict[str, dict[
     """``--param`` strings -> {head: {key: value}}.
 
     ``key=value`` goes to every chosen head that has `key`; ``head.key=value`` to that head only.
-    A key that no chosen head knows is an error, so a typo never silently does nothing.
+    A key that no chosen head knows is an error, so a typo never silently does nothing. The same key given
+    twice is an error too (give a grid's values in one option: C=0.1,1,10); ``head.key`` overrides ``key``
+    for that head, whatever their order.
     """
     known = {name: head_class(name).PARAMS for name in heads}
     parsed: dict[str, dict[str, str]] = {name: {} for name in heads}
+    seen: dict[str, str] = {}
+    scoped: set[tuple[str, str]] = set()
     for option in options:
         key, sep, value = option.partition("=")
         key, value = key.strip(), value.strip()
@@ -64,6 +68,13 @@ def parse_param_options(options: list[str], heads: list[str]) -> dict[str, dict[
             where = scope or " / ".join(heads)
             choices = sorted({p for name in ([scope] if dot else heads) for p in known[name]})
             raise FeatpipeError(f"unknown parameter {bare!r} for {where}; known: {', '.join(choices)}")
+        if key in seen:
+            raise FeatpipeError(f"--param {key} given twice ({seen[key]!r} and {option!r}); give all its values "
+                                f"in one option, e.g. {key}=0.1,1,10")
+        seen[key] = option
         for name in targets:
-            parsed[name][bare] = value
+            if dot or (name, bare) not in scoped:
+                parsed[name][bare] = value
+            if dot:
+                scoped.add((name, bare))
     return parsed

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import itertools
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,8 @@ class Param:
             number = self.kind(item)
         except (TypeError, ValueError):
             raise FeatpipeError(f"parameter {name} must be {expected}, got {item!r}") from None
+        if isinstance(number, float) and not math.isfinite(number):
+            raise FeatpipeError(f"parameter {name} must be a finite number, got {item!r}")
         if self.rule and not self.rule[1](number):
             raise FeatpipeError(f"parameter {name} must be {self.rule[0]}, got {item!r}")
         return number

@@ -6,6 +6,7 @@ from the cache through tf.data when they do not fit in memory.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from featpipe import runtime  # noqa: F401  (quiets TensorFlow's start-up logs b
 import keras
 import tensorflow as tf
 
+from featpipe.errors import FeatpipeError
 from featpipe.heads.base import (
     AT_LEAST_ONE, FRACTION, NON_NEGATIVE, NORMALIZE_CHOICES, POSITIVE, CachedSplit, Head, Param, as_class_probs,
 )
@@ -39,7 +41,19 @@ def feature_dataset(X, y=None, batch_size: int = PREDICT_BATCH, shuffle: bool = 
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def check_model_size(feature_shape: tuple[int, ...], n_classes: int, units: int) -> None:
+    """Refuse a head whose weights alone would not fit in memory, before Keras tries to allocate them."""
+    inputs = feature_shape[-1] if len(feature_shape) == 3 else int(np.prod(feature_shape))
+    weights = inputs * units + units + units * n_classes + n_classes
+    needed = weights * 4 * 4  # float32 weights, gradients and two optimizer slots
+    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > available // 2:
+        raise FeatpipeError(f"a dense head with units={units} on {inputs} features has {weights:,} weights, about "
+                            f"{needed / 2**30:.1f} GiB to train, over half this machine's memory; lower units")
+
+
 def build_model(feature_shape: tuple[int, ...], n_classes: int, params: dict, train: tf.data.Dataset) -> keras.Model:
+    check_model_size(feature_shape, n_classes, params["units"])
     inputs = keras.Input(feature_shape, name="features")
     pool = keras.layers.GlobalAveragePooling2D() if len(feature_shape) == 3 else keras.layers.Flatten()
     x = pool(inputs)

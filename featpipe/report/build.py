@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from featpipe import atomic
 from featpipe.errors import FeatpipeError
 from featpipe.report.collect import collect_runs, make_verdict, write_csv
 from featpipe.report.plots import write_plots
@@ -31,7 +32,7 @@ def write_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, 
     title = title or DEFAULT_TITLE
     notes = list(notes or [])
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic.make_dirs(out_dir)
     rows = [run["row"] for run in runs]
     verdict = make_verdict(rows)
     plots = write_plots(runs, out_dir / "plots", smooth=smooth)
@@ -45,6 +46,6 @@ def write_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, 
                {"title": title, "notes": notes, "verdict": verdict, "runs": rows, "skipped": skipped})
     write_csv(rows, paths["summary_csv"])
     blocks = build_document(title, notes, runs, verdict, skipped, plots)
-    paths["html"].write_text(to_html(blocks, title), encoding="utf-8")
-    paths["markdown"].write_text(to_markdown(blocks, out_dir), encoding="utf-8")
+    atomic.write_text(paths["html"], to_html(blocks, title))
+    atomic.write_text(paths["markdown"], to_markdown(blocks, out_dir))
     return {**paths, "plots": [p.path for p in plots]}

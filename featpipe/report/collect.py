@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
+from featpipe import csvfile
 from featpipe.errors import FeatpipeError
-from featpipe.runs import METRICS_FILE, RUN_FILE, find_runs, load_run, read_json
+from featpipe.runs import METRICS_FILE, RUN_FILE, find_runs, load_run, read_json, verified_model_file
 
 # The summary's columns, in the order of summary.csv.
 COLUMNS = (
@@ -38,6 +38,8 @@ def collect_runs(paths: list[str | os.PathLike]) -> tuple[list[dict], list[dict]
                 continue
             try:
                 loaded = load_run(run_dir)
+                if "model_file" in loaded["run"]:  # a run whose model was swapped is not reported as trained
+                    verified_model_file(run_dir, loaded["run"])
                 loaded["row"] = summary_row(loaded)
             except FeatpipeError as e:
                 skipped.append(_skip(run_dir, str(e)))
@@ -112,12 +114,13 @@ def rank_key(row: dict) -> tuple:
 
 
 def write_csv(rows: list[dict], path: str | os.PathLike) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            size = row["image_size"]
-            writer.writerow({**row, "image_size": "x".join(map(str, size)) if size else None})
+    """summary.csv: one line per run in COLUMNS order, spreadsheet-safe, written atomically."""
+    def cells(row: dict) -> list:
+        size = row["image_size"]
+        row = {**row, "image_size": "x".join(map(str, size)) if size else None}
+        return ["" if row[column] is None else row[column] for column in COLUMNS]
+
+    csvfile.write_csv(path, list(COLUMNS), map(cells, rows))
 
 
 def make_verdict(rows: list[dict]) -> dict:

@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
+from featpipe import atomic
 from featpipe.report.collect import CACHED
 
 DPI = 80
@@ -30,7 +31,7 @@ class Plot:
 
 def write_plots(runs: list[dict], plot_dir: Path, *, smooth: float = 0.0) -> list[Plot]:
     """Every figure the runs have data for; a figure nobody has data for is left out."""
-    plot_dir.mkdir(parents=True, exist_ok=True)
+    atomic.make_dirs(plot_dir)
     rows = [run["row"] for run in runs]
     plots = [
         accuracy_bars(rows, plot_dir / "accuracy_by_backbone_head.png"),
@@ -208,7 +209,8 @@ def throughput(rows: list[dict], path: Path) -> Plot | None:
 
 
 def _save(fig: Figure, path: Path, title: str, run_dir: str | None = None) -> Plot:
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format=path.suffix.lstrip("."))
     return Plot(title=title, path=path, run_dir=run_dir)
 
 

@@ -1,0 +1,97 @@
+"""featpipe.atomic: whole-file writes that leave the previous file on any failure, with one-line errors."""
+
+import errno
+import os
+import subprocess
+
+import pytest
+
+from featpipe import atomic
+from featpipe.errors import FeatpipeError
+from hostile_fixtures import small_disk  # noqa: F401  (a fixture)
+
+
+def test_write_replaces_whole_file_and_leaves_no_temporaries(tmp_path):
+    path = tmp_path / "x.txt"
+    atomic.write_text(path, "one")
+    atomic.write_text(path, "two")
+    assert path.read_text() == "two" and os.listdir(tmp_path) == ["x.txt"]
+
+
+def test_an_error_midway_keeps_the_previous_file(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("previous")
+    with pytest.raises(RuntimeError):
+        with atomic.atomic_open(path) as f:
+            f.write("half")
+            raise RuntimeError("boom")
+    assert path.read_text() == "previous" and os.listdir(tmp_path) == ["x.csv"]
+
+
+def test_keras_style_suffixes_are_kept_on_the_temporary_name(tmp_path):
+    for name in ("model.keras", "best-3.weights.h5"):
+        with atomic.atomic_path(tmp_path / name) as tmp:
+            assert tmp.name.endswith(name[name.index("."):]) and tmp.parent == tmp_path
+            tmp.write_bytes(b"x")
+    assert sorted(os.listdir(tmp_path)) == ["best-3.weights.h5", "model.keras"]
+
+
+def test_full_disk_is_one_line_and_keeps_the_previous_file(small_disk):
+    path = small_disk / "big.bin"
+    atomic.write_bytes(path, b"old")
+    with pytest.raises(FeatpipeError, match=f"^no space left on device writing {path}$"):
+        atomic.write_bytes(path, b"\0" * (8 << 20))
+    assert path.read_bytes() == b"old" and os.listdir(small_disk) == ["big.bin"]
+
+
+def test_injected_enospc_from_a_library_writer(tmp_path, monkeypatch):
+    """Libraries that wrap ENOSPC in their own errors (h5py: RuntimeError) are recognised by the free space."""
+    monkeypatch.setattr(atomic, "_is_disk_full", lambda directory: True)
+    with pytest.raises(FeatpipeError, match="^no space left on device writing .*model.keras$"):
+        with atomic.atomic_path(tmp_path / "model.keras"):
+            raise RuntimeError("Disable slist on flush dest failure")
+    assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("code, message", [(errno.ENOSPC, "no space left on device"),
+                                           (errno.EROFS, "read-only file system"),
+                                           (errno.EACCES, "permission denied")])
+def test_os_errors_become_one_line(tmp_path, monkeypatch, code, message):
+    def fail(*args):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(FeatpipeError, match=f"^{message} writing {tmp_path / 'x.txt'}$"):
+        atomic.write_text(tmp_path / "x.txt", "text")
+    assert not os.listdir(tmp_path)
+
+
+def test_unwritable_destinations_fail_fast(tmp_path):
+    with pytest.raises(FeatpipeError, match="no such directory"):
+        atomic.check_writable("/nonexistent/dir/x.csv")
+    with pytest.raises(FeatpipeError, match="no such directory"):
+        atomic.write_text("/nonexistent/dir/x.csv", "x")
+    with pytest.raises(FeatpipeError, match="is a directory"):
+        atomic.check_writable(tmp_path)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(FeatpipeError, match="not a directory"):
+        atomic.make_dirs(tmp_path / "file")
+
+
+def test_read_only_directory(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() == 0:  # root writes through permissions: a read-only bind mount instead
+        if subprocess.run(["mount", "--bind", "-o", "ro", str(ro), str(ro)], capture_output=True).returncode:
+            pytest.skip("cannot make a read-only mount here")
+    else:
+        ro.chmod(0o555)
+    try:
+        with pytest.raises(FeatpipeError, match="(read-only file system|permission denied)"):
+            atomic.check_writable(ro / "x.csv")
+        with pytest.raises(FeatpipeError, match=f"(read-only file system|permission denied) writing {ro / 'x.csv'}"):
+            atomic.write_text(ro / "x.csv", "x")
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", "-l", str(ro)], check=False)
+        ro.chmod(0o755)

@@ -1,0 +1,91 @@
+"""Interrupts (issue 9, case 7): SIGTERM is handled like Ctrl-C, with its own exit code, and an interrupt
+that lands inside a finalizer is not swallowed."""
+
+import gc
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from featpipe.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, _Group
+
+
+def _group(body):
+    @click.group(cls=_Group)
+    def cli():
+        pass
+
+    @cli.command()
+    def work():
+        body()
+        click.echo("ran to the end")
+
+    return cli
+
+
+def test_sigterm_exits_143_with_a_resume_hint():
+    def body():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+
+    result = CliRunner().invoke(_group(body), ["work"])
+    assert result.exit_code == EXIT_TERMINATED == 143
+    assert result.stderr.strip() == "featpipe: terminated (SIGTERM); run the same command again to resume"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are the command's only
+
+
+def test_an_interrupt_inside_a_finalizer_is_delivered_again():
+    class Finalised:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C lands while TensorFlow runs a finalizer
+            for _ in range(1000):
+                pass
+
+    def body():
+        Finalised()
+        gc.collect()
+        for _ in range(300):  # the rest of a long grid
+            time.sleep(0.1)
+
+    result = CliRunner().invoke(_group(body), ["work"])
+    assert result.exit_code == EXIT_INTERRUPTED and "ran to the end" not in result.output
+
+
+SIGTERM_AFTER_TWO_SHARDS = textwrap.dedent("""
+    import os, signal, sys
+    from featpipe import store
+    from featpipe.cli import main
+
+    original, written = store.CacheWriter.write_shard, []
+
+    def write_then_terminate(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        written.append(args[1])
+        if len(written) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # what a batch scheduler sends before SIGKILL
+
+    store.CacheWriter.write_shard = write_then_terminate
+    main(sys.argv[1:])
+""")
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_during_extract_keeps_the_finished_shards(dataset, tiny_model_file, tmp_path):
+    args = ["extract", str(dataset), "--backbone", tiny_model_file, "--cache-dir", str(tmp_path / "cache"),
+            "--batch-size", "4", "-q"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    killed = subprocess.run([sys.executable, "-c", SIGTERM_AFTER_TWO_SHARDS, *args], capture_output=True, text=True,
+                            timeout=280, env=env)
+    assert killed.returncode == 143, killed.stderr
+    assert killed.stderr.strip().endswith("featpipe: terminated (SIGTERM); run the same command again to resume")
+    partial = list((tmp_path / "cache").glob("*.partial"))
+    assert len(partial) == 1 and len(list(partial[0].glob("train-*.h5"))) == 2
+    resumed = subprocess.run([sys.executable, "-c", "from featpipe.cli import main; main()", *args[:-1]], capture_output=True, text=True,
+                             timeout=280, env=env)
+    assert resumed.returncode == 0 and "resuming: 8 of 12 images already done" in resumed.stderr, resumed.stderr
