@@ -136,9 +136,23 @@ def make_verdict(rows: list[dict]) -> dict:
         "best_cached": _entry(cached),
         "best_end_to_end": _entry(e2e),
         "end_to_end_vs_cached": comparison,
+        "pretrained_vs_random": _pretrained_vs_random(rows),
     }
     verdict["lines"] = verdict_lines(verdict)
     return verdict
+
+
+def _pretrained_vs_random(rows: list[dict]) -> dict | None:
+    """The best cached run on a pretrained base against the same head on a random-initialised copy of it."""
+    pretrained = _best([r for r in rows if r["pretrained"] is True], CACHED)
+    if pretrained is None:
+        return None
+    control = _best([r for r in rows if r["pretrained"] is False and r["head"] == pretrained["head"]
+                     and r["backbone"] == pretrained["backbone"]], CACHED)
+    if control is None:
+        return None
+    return {"pretrained": _entry(pretrained), "random": _entry(control),
+            "test_accuracy_delta": pretrained["test_accuracy"] - control["test_accuracy"]}
 
 
 def _best(rows: list[dict], path: str) -> dict | None:
@@ -168,6 +182,15 @@ def verdict_lines(verdict: dict) -> list[str]:
         lines.append(
             f"End-to-end {change} percentage points of test accuracy against the best cached run, at {cost} "
             f"({verdict['best_end_to_end']['total_seconds']:.1f} s vs {verdict['best_cached']['total_seconds']:.1f} s)."
+        )
+    versus = verdict.get("pretrained_vs_random")
+    if versus is not None:
+        delta = versus["test_accuracy_delta"] * 100
+        lines.append(
+            f"Pretrained vs random: the {versus['pretrained']['head']} head scores "
+            f"{versus['pretrained']['test_accuracy']:.2%} test accuracy on the pretrained base and "
+            f"{versus['random']['test_accuracy']:.2%} on a random-initialised copy of it "
+            f"({'+' if delta >= 0 else '−'}{abs(delta):.2f} percentage points for pretraining)."
         )
     return lines
 
