@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from featpipe.experiment import Experiment, run_experiment
@@ -37,20 +38,25 @@ def default_base_cache() -> Path:
 
 def run_demo(out_dir: str | os.PathLike, data: str | None = None, backbone: str | None = None,
              epochs: int = 5, fine_tune_epochs: int = 2, progress: bool = True,
-             base_cache: str | os.PathLike | None = None, control: bool = True, pretrain_config=None) -> dict:
+             base_cache: str | os.PathLike | None = None, control: bool = True, seed: int = 0,
+             pretrain_config=None) -> dict:
     """Run the demo into `out_dir`; returns the report's paths plus the notes it carries.
 
     `base_cache`: where the pretrained demo base is cached (default: `default_base_cache()`).
     `control`: also train the heads on a random-initialised copy of the base.
-    `pretrain_config`: a `featpipe.pretrain.PretrainConfig` (tests use tiny ones).
+    `seed`: one seed for everything random: the source images, the base's pretraining, the target
+    images, the heads, the end-to-end run and the random copy. Another seed pretrains another base.
+    `pretrain_config`: a `featpipe.pretrain.PretrainConfig` (tests use tiny ones); its seed is replaced.
     """
+    from featpipe.pretrain import PretrainConfig, pretrained_base
     from featpipe.report import write_report
 
     start = time.perf_counter()
     out = Path(out_dir)
     notes = []
+    pretrain_config = replace(pretrain_config or PretrainConfig(), seed=seed)
     if backbone is None and data is None:
-        base = _pretrained_base(base_cache, pretrain_config)
+        base = pretrained_base(base_cache or default_base_cache(), pretrain_config)
         spec = base.spec
         record = base.record
         notes.append(
@@ -62,9 +68,9 @@ def run_demo(out_dir: str | os.PathLike, data: str | None = None, backbone: str 
     else:
         spec = backbone or USER_DATA_BACKBONE
     if data is None:
-        data = _target_data(out, pretrain_config)
+        data = _target_data(out, pretrain_config.image_size, seed)
         notes.append(_target_note())
-    common = dict(data=data, backbones=[spec], epochs=epochs, fine_tune_epochs=fine_tune_epochs,
+    common = dict(data=data, backbones=[spec], seed=seed, epochs=epochs, fine_tune_epochs=fine_tune_epochs,
                   cache_dir=str(out / "cache"), runs_dir=str(out / "runs"))
     log.info("demo: heads and end-to-end on %s (%.0f s so far)", spec, time.perf_counter() - start)
     run_dirs, exp_notes = run_experiment(Experiment(**common, finetune=True, weights="default"), progress=progress)
@@ -81,12 +87,6 @@ def run_demo(out_dir: str | os.PathLike, data: str | None = None, backbone: str 
     return {**paths, "notes": notes}
 
 
-def _pretrained_base(base_cache, config):
-    from featpipe.pretrain import PretrainConfig, pretrained_base
-
-    return pretrained_base(base_cache or default_base_cache(), config or PretrainConfig())
-
-
 def _target_note() -> str:
     from featpipe.demo_data import DEMO_CLASSES, DEMO_SPLIT_SIZES
 
@@ -95,15 +95,14 @@ def _target_note() -> str:
             f"{DEMO_SPLIT_SIZES['validation']} validation, {DEMO_SPLIT_SIZES['test']} test.")
 
 
-def _target_data(out: Path, config) -> str:
-    from featpipe.demo_data import DEMO_IMAGE_SIZE, make_demo_dataset
+def _target_data(out: Path, size: int, seed: int) -> str:
+    from featpipe.demo_data import make_demo_dataset
 
-    data = out / "data"
+    data = out / f"data-seed{seed}"
     if not data.is_dir():
         log.info("demo: writing the target task's images to %s", data)
         # Generated aside and renamed when complete: an interrupted demo never reuses half a dataset.
-        partial = out / "data.partial"
+        partial = out / f"{data.name}.partial"
         shutil.rmtree(partial, ignore_errors=True)
-        size = config.image_size if config is not None else DEMO_IMAGE_SIZE
-        make_demo_dataset(partial, size=size).rename(data)
+        make_demo_dataset(partial, size=size, seed=seed).rename(data)
     return str(data)

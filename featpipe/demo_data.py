@@ -36,7 +36,7 @@ def make_demo_dataset(
     sizes = split_sizes or DEMO_SPLIT_SIZES
     for i, split in enumerate(SPLITS):
         # Each split has a seed of its own: changing one split's size leaves the others' images alone.
-        images, labels = shapes.make_images(classes, sizes[split], size, seed=seed * 1000 + 100 + i)
+        images, labels = shapes.make_images(classes, sizes[split], size, seed=(seed, 100 + i))
         counts = dict.fromkeys(range(len(classes)), 0)
         for image, label in zip(images, labels):
             name = shapes.class_name(classes[label])

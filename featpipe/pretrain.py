@@ -41,8 +41,7 @@ class PretrainConfig:
     epochs: int = 5
     batch_size: int = 64
     learning_rate: float = 3e-3
-    data_seed: int = 1
-    seed: int = 0
+    seed: int = 0  # the source images' and the initial weights'
 
     def key(self) -> str:
         """A digest of this config, the source task and the library versions it was trained with."""
@@ -109,8 +108,8 @@ def pretrained_base(cache_dir: str | os.PathLike, config: PretrainConfig | None 
                  path, 100 * record["source_val_accuracy"])
         return PretrainedBase(path, record, reused=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    record = _pretrain(config, path, verbose)
-    record["key"] = key
+    # As JSON stores it (tuples become lists): a fresh base and a reused one carry equal records.
+    record = json.loads(json.dumps({**_pretrain(config, path, verbose), "key": key}))
     from featpipe.runs import write_json
 
     write_json(record_path, record)  # written last: a file without its record is never used
@@ -133,18 +132,19 @@ def _verified_record(path: Path, record_path: Path, key: str) -> dict | None:
     return record
 
 
-def _pretrain(config: PretrainConfig, path: Path, verbose: bool) -> dict:
+def train_classifier(config: PretrainConfig, classes=None, verbose: bool = True):
+    """(classifier, Keras history): `config`'s network trained on freshly drawn images of `classes`
+    (default: the source task's), validated on held-out ones."""
     import tensorflow as tf
 
     from featpipe import shapes
 
     start = time.perf_counter()
-    classes = shapes.SOURCE_CLASSES
+    classes = classes or shapes.SOURCE_CLASSES
     log.info("pretrained base: drawing the source task (%d classes x %d images, %d px)",
              len(classes), config.per_class, config.image_size)
-    x_train, y_train = shapes.make_images(classes, config.per_class, config.image_size, config.data_seed)
-    x_val, y_val = shapes.make_images(classes, config.validation_per_class, config.image_size,
-                                      config.data_seed + 1)
+    x_train, y_train = shapes.make_images(classes, config.per_class, config.image_size, (config.seed, 1))
+    x_val, y_val = shapes.make_images(classes, config.validation_per_class, config.image_size, (config.seed, 2))
     log.info("pretrained base: training %d epochs on %d images (%.0f s so far)",
              config.epochs, len(x_train), time.perf_counter() - start)
     keras.utils.set_random_seed(config.seed)
@@ -154,21 +154,29 @@ def _pretrain(config: PretrainConfig, path: Path, verbose: bool) -> dict:
     model.compile(keras.optimizers.Adam(schedule), "sparse_categorical_crossentropy", metrics=["accuracy"])
     train = tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(
         len(x_train), seed=config.seed).batch(config.batch_size)
-    history = model.fit(train, validation_data=(x_val, y_val), epochs=config.epochs, verbose=0,
+    history = model.fit(train, validation_data=(x_val, y_val), epochs=config.epochs, verbose=0, shuffle=False,
                         callbacks=[_EpochLog(config.epochs)] if verbose else [])
+    return model, history.history
+
+
+def _pretrain(config: PretrainConfig, path: Path, verbose: bool) -> dict:
+    from featpipe import shapes
+
+    start = time.perf_counter()
+    model, history = train_classifier(config, verbose=verbose)
     # Saved under a temporary name and renamed: an interrupted run never leaves a half-written base.
     partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.keras")
     model.save(partial)
     os.replace(partial, path)
     seconds = time.perf_counter() - start
-    val_accuracy = float(history.history["val_accuracy"][-1])
+    val_accuracy = float(history["val_accuracy"][-1])
     log.info("pretrained base: source-task validation accuracy %.1f%% (%d classes), %.0f s; saved %s",
-             100 * val_accuracy, len(classes), seconds, path)
+             100 * val_accuracy, len(shapes.SOURCE_CLASSES), seconds, path)
     return {
         "config": dataclasses.asdict(config),
-        "source_classes": [shapes.class_name(c) for c in classes],
+        "source_classes": [shapes.class_name(c) for c in shapes.SOURCE_CLASSES],
         "source_val_accuracy": val_accuracy,
-        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "history": {k: [float(v) for v in vs] for k, vs in history.items()},
         "seconds": seconds,
         "sha256": _digest(path),
     }

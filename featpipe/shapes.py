@@ -139,8 +139,10 @@ def draw(pair: tuple[str, str], size: int, rng: np.random.Generator) -> np.ndarr
     return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
-def make_images(classes, per_class: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(images uint8 [n, size, size, 3], labels int [n]): per_class images of each class, shuffled."""
+def make_images(classes, per_class: int, size: int, seed: int | tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 [n, size, size, 3], labels int [n]): per_class images of each class, shuffled.
+
+    `seed` may be a tuple, e.g. (seed, purpose): independent streams for the source and target images."""
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(len(classes)), per_class)
     rng.shuffle(labels)

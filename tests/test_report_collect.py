@@ -168,3 +168,25 @@ def test_bad_smoothing_factor_is_a_featpipe_error(tmp_path, smooth):
     make_run(tmp_path, "a")
     with pytest.raises(FeatpipeError, match="smoothing"):
         write_report([tmp_path], tmp_path / "out", smooth=smooth)
+
+
+def test_verdict_compares_the_best_pretrained_head_with_the_same_head_on_a_random_copy(tmp_path):
+    make_run(tmp_path, "pre-logreg", head="logreg", val=0.90, test=0.90)
+    make_run(tmp_path, "pre-svm", head="svm", val=0.80, test=0.95)
+    make_run(tmp_path, "rand-logreg", head="logreg", val=0.40, test=0.35, pretrained=False)
+    make_run(tmp_path, "rand-svm", head="svm", val=0.60, test=0.55, pretrained=False)
+    make_run(tmp_path, "other-base", head="logreg", backbone="keras:ResNet50", val=0.5, test=0.7, pretrained=False)
+    verdict = make_verdict(_rows(collect_runs([tmp_path])[0]))
+    versus = verdict["pretrained_vs_random"]
+    assert (versus["pretrained"]["name"], versus["random"]["name"]) == ("pre-logreg", "rand-logreg")
+    assert versus["test_accuracy_delta"] == pytest.approx(0.90 - 0.35)
+    assert ("the logreg head scores 90.00% test accuracy on the pretrained base and 35.00% on a "
+            "random-initialised copy of it (+55.00 percentage points for pretraining)") in verdict["lines"][-1]
+
+
+def test_no_pretrained_vs_random_line_without_a_random_copy(tmp_path):
+    make_run(tmp_path, "pre-logreg", head="logreg")
+    make_run(tmp_path, "rand-svm", head="svm", pretrained=False)
+    verdict = make_verdict(_rows(collect_runs([tmp_path])[0]))
+    assert verdict["pretrained_vs_random"] is None
+    assert not any("Pretrained vs random" in line for line in verdict["lines"])

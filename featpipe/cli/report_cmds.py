@@ -93,9 +93,11 @@ def _print_report(paths: dict, as_json: bool) -> None:
               help="Also train the heads on a random-initialised copy of the base, to show what pretraining bought.")
 @click.option("--base-cache", type=click.Path(file_okay=False),
               help="Where the demo's pretrained base is kept between demos [default: ~/.cache/featpipe/bases].")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of everything random: the generated images, pretraining, heads, fine-tuning, the random copy.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @json_option
-def demo(out_dir, data, backbone, epochs, fine_tune_epochs, control, base_cache, quiet, as_json):
+def demo(out_dir, data, backbone, epochs, fine_tune_epochs, control, base_cache, seed, quiet, as_json):
     """Transfer learning offline: pretrain a small base, then heads vs end-to-end vs a random base.
 
     Pretrains a small convolutional base on generated shapes (cached: later demos skip it), then on a
@@ -112,7 +114,7 @@ def demo(out_dir, data, backbone, epochs, fine_tune_epochs, control, base_cache,
 
     click.echo(f"featpipe demo: writing to {Path(out_dir).resolve()}", err=True)
     result = run_demo(out_dir, data=data, backbone=backbone, epochs=epochs, fine_tune_epochs=fine_tune_epochs,
-                      progress=not quiet, base_cache=base_cache, control=control)
+                      progress=not quiet, base_cache=base_cache, control=control, seed=seed)
     for note in result["notes"]:
         click.echo(f"note: {note}")
     _print_report(result, as_json)
