@@ -190,3 +190,10 @@ def test_no_pretrained_vs_random_line_without_a_random_copy(tmp_path):
     verdict = make_verdict(_rows(collect_runs([tmp_path])[0]))
     assert verdict["pretrained_vs_random"] is None
     assert not any("Pretrained vs random" in line for line in verdict["lines"])
+
+
+def test_verdict_says_when_a_run_used_a_random_initialised_base(tmp_path):
+    make_run(tmp_path, "rand-logreg", head="logreg", pretrained=False)
+    verdict = make_verdict(_rows(collect_runs([tmp_path])[0]))
+    assert verdict["best"]["pretrained"] is False
+    assert "(keras:VGG16, random-initialised base, logreg, cached)" in verdict["lines"][0]

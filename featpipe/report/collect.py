@@ -161,7 +161,8 @@ def _best(rows: list[dict], path: str) -> dict | None:
 
 
 def _entry(row: dict | None) -> dict | None:
-    keys = ("name", "backbone", "head", "path", "val_accuracy", "test_accuracy", "total_seconds", "run_dir")
+    keys = ("name", "backbone", "head", "path", "pretrained", "val_accuracy", "test_accuracy", "total_seconds",
+            "run_dir")
     return {k: row[k] for k in keys} if row else None
 
 
@@ -196,8 +197,9 @@ def verdict_lines(verdict: dict) -> list[str]:
 
 
 def _describe(entry: dict) -> str:
+    random = ", random-initialised base" if entry.get("pretrained") is False else ""
     return (
-        f"{entry['name']} ({entry['backbone']}, {entry['head']}, {entry['path']}): "
+        f"{entry['name']} ({entry['backbone']}{random}, {entry['head']}, {entry['path']}): "
         f"validation {entry['val_accuracy']:.2%}, test {entry['test_accuracy']:.2%}, "
         f"{entry['total_seconds']:.1f} s of compute"
     )
