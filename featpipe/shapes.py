@@ -13,6 +13,7 @@ has no such features. Same seed, same pixels.
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
@@ -35,6 +36,7 @@ def class_name(pair: tuple[str, str]) -> str:
     return f"{pair[0]}-{pair[1]}"
 
 
+@functools.cache
 def _polygon(shape: str) -> list[np.ndarray]:
     """The shape as filled polygons in unit coordinates (radius about 1, y down); later ones are holes."""
     t = np.linspace(0, 2 * np.pi, 64, endpoint=False)
@@ -80,14 +82,22 @@ def shape_mask(shape: str, size: int, centre, radius: float, angle: float) -> np
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     for i, points in enumerate(_polygon(shape)):
         xy = (points @ rotation.T * radius + centre) * _SUPERSAMPLE
-        draw.polygon([tuple(p) for p in xy], fill=0 if i else 255)
+        draw.polygon(xy.ravel().tolist(), fill=0 if i else 255)
     small = canvas.resize((size, size), Image.Resampling.BOX)
     return np.asarray(small, dtype=np.float32) / 255.0
 
 
+@functools.cache
+def _grid(size: int) -> np.ndarray:
+    """(y, x) pixel coordinates; read-only, shared by every image of this size."""
+    grid = np.mgrid[0:size, 0:size].astype(np.float32)
+    grid.flags.writeable = False
+    return grid
+
+
 def texture(name: str, size: int, rng: np.random.Generator) -> np.ndarray:
     """A size x size pattern in {0, 1} (1 = the texture's second colour), random period and phase."""
-    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    y, x = _grid(size)
     period = rng.uniform(4.0, 6.0) * size / 32
     tilt = rng.uniform(-0.15, 0.15)  # radians: the orientation stays recognisable
     u = x * np.cos(tilt) + y * np.sin(tilt) + rng.uniform(0, period)
@@ -133,7 +143,7 @@ def draw(pair: tuple[str, str], size: int, rng: np.random.Generator) -> np.ndarr
         background = rng.uniform(0, 255, 3)
         if np.linalg.norm(background - foreground.reshape(-1, 3).mean(0)) >= 90:
             break
-    y, x = np.mgrid[0:size, 0:size] / size - 0.5
+    y, x = _grid(size) / size - 0.5
     gradient = (x * rng.normal() + y * rng.normal())[..., None] * rng.uniform(0, 60, 3)
     pixels = mask * foreground + (1 - mask) * (background + gradient) + rng.normal(0, 8, (size, size, 3))
     return np.clip(pixels, 0, 255).astype(np.uint8)
