@@ -37,7 +37,7 @@ def default_base_cache() -> Path:
 
 
 def run_demo(out_dir: str | os.PathLike, data: str | None = None, backbone: str | None = None,
-             epochs: int = 5, fine_tune_epochs: int = 2, progress: bool = True,
+             epochs: int = 15, fine_tune_epochs: int = 2, progress: bool = True,
              base_cache: str | os.PathLike | None = None, control: bool = True, seed: int = 0,
              pretrain_config=None) -> dict:
     """Run the demo into `out_dir`; returns the report's paths plus the notes it carries.

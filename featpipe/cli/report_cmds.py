@@ -87,7 +87,8 @@ def _print_report(paths: dict, as_json: bool) -> None:
 @click.option("--data", type=click.Path(file_okay=False), help="Your own DATA/<split>/<class>/ folder instead of the generated target task.")
 @click.option("--backbone", "-b", metavar="SPEC", help="Your own pretrained base instead of the one the demo pretrains "
               "(with --data alone: keras:ResNet50, whose ImageNet weights must be available).")
-@click.option("--epochs", type=click.IntRange(min=0), default=5, show_default=True, help="End-to-end frozen-phase epochs.")
+@click.option("--epochs", type=click.IntRange(min=0), default=15, show_default=True,
+              help="End-to-end frozen-phase epochs (20 images per class: about 4 steps per epoch).")
 @click.option("--fine-tune-epochs", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--control/--no-control", default=True, show_default=True,
               help="Also train the heads on a random-initialised copy of the base, to show what pretraining bought.")
