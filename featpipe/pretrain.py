@@ -36,7 +36,7 @@ class PretrainConfig:
 
     image_size: int = 32
     widths: tuple[int, ...] = (16, 32, 64, 128)
-    per_class: int = 120  # source images per class
+    per_class: int = 100  # source images per class
     validation_per_class: int = 20
     epochs: int = 5
     batch_size: int = 64
