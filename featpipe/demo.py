@@ -70,8 +70,8 @@ def run_demo(out_dir: str | os.PathLike, data: str | None = None, backbone: str 
     if data is None:
         data = _target_data(out, pretrain_config.image_size, seed)
         notes.append(_target_note())
-    common = dict(data=data, backbones=[spec], seed=seed, epochs=epochs, fine_tune_epochs=fine_tune_epochs,
-                  cache_dir=str(out / "cache"), runs_dir=str(out / "runs"))
+    common = {"data": data, "backbones": [spec], "seed": seed, "epochs": epochs,
+              "fine_tune_epochs": fine_tune_epochs, "cache_dir": str(out / "cache"), "runs_dir": str(out / "runs")}
     log.info("demo: heads and end-to-end on %s (%.0f s so far)", spec, time.perf_counter() - start)
     run_dirs, exp_notes = run_experiment(Experiment(**common, finetune=True, weights="default"), progress=progress)
     notes += exp_notes

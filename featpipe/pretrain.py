@@ -24,6 +24,7 @@ from pathlib import Path
 import keras
 
 from featpipe.errors import FeatpipeError
+from featpipe.runs import read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,6 @@ class PretrainConfig:
 
     def key(self) -> str:
         """A digest of this config, the source task and the library versions it was trained with."""
-        import keras
         import numpy
         import PIL
         import tensorflow
@@ -110,15 +110,11 @@ def pretrained_base(cache_dir: str | os.PathLike, config: PretrainConfig | None 
     cache_dir.mkdir(parents=True, exist_ok=True)
     # As JSON stores it (tuples become lists): a fresh base and a reused one carry equal records.
     record = json.loads(json.dumps({**_pretrain(config, path, verbose), "key": key}))
-    from featpipe.runs import write_json
-
     write_json(record_path, record)  # written last: a file without its record is never used
     return PretrainedBase(path, record, reused=False)
 
 
 def _verified_record(path: Path, record_path: Path, key: str) -> dict | None:
-    from featpipe.runs import read_json
-
     if not (path.is_file() and record_path.is_file()):
         return None
     try:

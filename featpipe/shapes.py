@@ -102,7 +102,10 @@ def texture(name: str, size: int, rng: np.random.Generator) -> np.ndarray:
     tilt = rng.uniform(-0.15, 0.15)  # radians: the orientation stays recognisable
     u = x * np.cos(tilt) + y * np.sin(tilt) + rng.uniform(0, period)
     v = -x * np.sin(tilt) + y * np.cos(tilt) + rng.uniform(0, period)
-    wave = lambda s: np.sin(2 * np.pi * s / period)  # noqa: E731
+
+    def wave(s):
+        return np.sin(2 * np.pi * s / period)
+
     if name == "solid":
         return np.zeros((size, size), np.float32)
     if name == "hstripes":
