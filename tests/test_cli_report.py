@@ -61,3 +61,23 @@ def test_unwritable_report_and_runs_dirs_are_one_line(tmp_path):
     blocker.write_text("")
     result = run("compare", tmp_path / "runs", "-o", blocker / "report")
     assert result.exit_code == 1 and result.stderr == f"featpipe: error: not a directory creating directory {blocker / 'report'}\n"
+
+
+def test_demo_passes_its_options_and_prints_notes_and_verdict(tmp_path, monkeypatch):
+    from featpipe import demo
+    from featpipe.runs import write_json
+
+    calls = []
+
+    def fake_demo(out_dir, **kwargs):
+        calls.append((out_dir, kwargs))
+        write_json(tmp_path / "summary.json", {"verdict": {"lines": ["Pretrained vs random: +70.00 points."]}})
+        return {"html": tmp_path / "report.html", "summary_json": tmp_path / "summary.json", "notes": ["a note"]}
+
+    monkeypatch.setattr(demo, "run_demo", fake_demo)
+    result = run("demo", "-o", tmp_path / "out", "--seed", 3, "--no-control", "--base-cache", tmp_path / "b", "-q")
+    assert result.exit_code == 0, result.output
+    (out_dir, kwargs), = calls
+    assert out_dir == str(tmp_path / "out")
+    assert (kwargs["seed"], kwargs["control"], kwargs["base_cache"], kwargs["progress"]) == (3, False, str(tmp_path / "b"), False)
+    assert "note: a note" in result.stdout and "Pretrained vs random: +70.00 points." in result.stdout

@@ -195,3 +195,32 @@ def test_a_full_report_disk_keeps_the_previous_report(tmp_path, small_disk):
         write_report([tmp_path / "runs"], small_disk / "report")
     assert {p: p.read_bytes() for p in before} == before
     assert not [p for p in (small_disk / "report").rglob("*") if ".tmp" in p.name]
+
+
+def test_verdict_compares_the_best_pretrained_head_with_the_same_head_on_a_random_copy(tmp_path):
+    make_run(tmp_path, "pre-logreg", head="logreg", val=0.90, test=0.90)
+    make_run(tmp_path, "pre-svm", head="svm", val=0.80, test=0.95)
+    make_run(tmp_path, "rand-logreg", head="logreg", val=0.40, test=0.35, pretrained=False)
+    make_run(tmp_path, "rand-svm", head="svm", val=0.60, test=0.55, pretrained=False)
+    make_run(tmp_path, "other-base", head="logreg", backbone="keras:ResNet50", val=0.5, test=0.7, pretrained=False)
+    verdict = make_verdict(_rows(collect_runs([tmp_path])[0]))
+    versus = verdict["pretrained_vs_random"]
+    assert (versus["pretrained"]["name"], versus["random"]["name"]) == ("pre-logreg", "rand-logreg")
+    assert versus["test_accuracy_delta"] == pytest.approx(0.90 - 0.35)
+    assert ("the logreg head scores 90.00% test accuracy on the pretrained base and 35.00% on a "
+            "random-initialised copy of it (+55.00 percentage points for pretraining)") in verdict["lines"][-1]
+
+
+def test_no_pretrained_vs_random_line_without_a_random_copy(tmp_path):
+    make_run(tmp_path, "pre-logreg", head="logreg")
+    make_run(tmp_path, "rand-svm", head="svm", pretrained=False)
+    verdict = make_verdict(_rows(collect_runs([tmp_path])[0]))
+    assert verdict["pretrained_vs_random"] is None
+    assert not any("Pretrained vs random" in line for line in verdict["lines"])
+
+
+def test_verdict_says_when_a_run_used_a_random_initialised_base(tmp_path):
+    make_run(tmp_path, "rand-logreg", head="logreg", pretrained=False)
+    verdict = make_verdict(_rows(collect_runs([tmp_path])[0]))
+    assert verdict["best"]["pretrained"] is False
+    assert "(keras:VGG16, random-initialised base, logreg, cached)" in verdict["lines"][0]

@@ -84,14 +84,27 @@ def _print_report(paths: dict, as_json: bool) -> None:
 @click.command()
 @click.option("-o", "--output", "out_dir", default="featpipe-demo", show_default=True, type=click.Path(file_okay=False),
               help="Where the data, cache, runs and report go.")
-@click.option("--data", type=click.Path(file_okay=False), help="Your own DATA/<split>/<class>/ folder instead of the generated one.")
-@click.option("--backbone", "-b", metavar="SPEC", help="Your own pretrained base instead of the small default.")
-@click.option("--epochs", type=click.IntRange(min=0), default=5, show_default=True, help="End-to-end frozen-phase epochs.")
+@click.option("--data", type=click.Path(file_okay=False), help="Your own DATA/<split>/<class>/ folder instead of the generated target task.")
+@click.option("--backbone", "-b", metavar="SPEC", help="Your own pretrained base instead of the one the demo pretrains "
+              "(with --data alone: keras:ResNet50, whose ImageNet weights must be available).")
+@click.option("--epochs", type=click.IntRange(min=0), default=15, show_default=True,
+              help="End-to-end frozen-phase epochs (20 images per class: about 4 steps per epoch).")
 @click.option("--fine-tune-epochs", type=click.IntRange(min=0), default=2, show_default=True)
+@click.option("--control/--no-control", default=True, show_default=True,
+              help="Also train the heads on a random-initialised copy of the base, to show what pretraining bought.")
+@click.option("--base-cache", type=click.Path(file_okay=False),
+              help="Where the demo's pretrained base is kept between demos [default: ~/.cache/featpipe/bases].")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of everything random: the generated images, pretraining, heads, fine-tuning, the random copy.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @json_option
-def demo(out_dir, data, backbone, epochs, fine_tune_epochs, quiet, as_json):
-    """The whole workflow offline: generated data, extraction, every head, a short fine-tune, the report.
+def demo(out_dir, data, backbone, epochs, fine_tune_epochs, control, base_cache, seed, quiet, as_json):
+    """Transfer learning offline: pretrain a small base, then heads vs end-to-end vs a random base.
+
+    Pretrains a small convolutional base on generated shapes (cached: later demos skip it), then on a
+    target task of classes it never saw, with 20 images per class: every head on the base's cached
+    features, the same heads on a random-initialised copy of it, and the end-to-end path. Writes the
+    report into OUTPUT/report.
 
     \b
     Examples:
@@ -102,7 +115,7 @@ def demo(out_dir, data, backbone, epochs, fine_tune_epochs, quiet, as_json):
 
     click.echo(f"featpipe demo: writing to {Path(out_dir).resolve()}", err=True)
     result = run_demo(out_dir, data=data, backbone=backbone, epochs=epochs, fine_tune_epochs=fine_tune_epochs,
-                      progress=not quiet)
+                      progress=not quiet, base_cache=base_cache, control=control, seed=seed)
     for note in result["notes"]:
         click.echo(f"note: {note}")
     _print_report(result, as_json)

@@ -139,9 +139,23 @@ def make_verdict(rows: list[dict]) -> dict:
         "best_cached": _entry(cached),
         "best_end_to_end": _entry(e2e),
         "end_to_end_vs_cached": comparison,
+        "pretrained_vs_random": _pretrained_vs_random(rows),
     }
     verdict["lines"] = verdict_lines(verdict)
     return verdict
+
+
+def _pretrained_vs_random(rows: list[dict]) -> dict | None:
+    """The best cached run on a pretrained base against the same head on a random-initialised copy of it."""
+    pretrained = _best([r for r in rows if r["pretrained"] is True], CACHED)
+    if pretrained is None:
+        return None
+    control = _best([r for r in rows if r["pretrained"] is False and r["head"] == pretrained["head"]
+                     and r["backbone"] == pretrained["backbone"]], CACHED)
+    if control is None:
+        return None
+    return {"pretrained": _entry(pretrained), "random": _entry(control),
+            "test_accuracy_delta": pretrained["test_accuracy"] - control["test_accuracy"]}
 
 
 def _best(rows: list[dict], path: str) -> dict | None:
@@ -150,7 +164,8 @@ def _best(rows: list[dict], path: str) -> dict | None:
 
 
 def _entry(row: dict | None) -> dict | None:
-    keys = ("name", "backbone", "head", "path", "val_accuracy", "test_accuracy", "total_seconds", "run_dir")
+    keys = ("name", "backbone", "head", "path", "pretrained", "val_accuracy", "test_accuracy", "total_seconds",
+            "run_dir")
     return {k: row[k] for k in keys} if row else None
 
 
@@ -172,12 +187,22 @@ def verdict_lines(verdict: dict) -> list[str]:
             f"End-to-end {change} percentage points of test accuracy against the best cached run, at {cost} "
             f"({verdict['best_end_to_end']['total_seconds']:.1f} s vs {verdict['best_cached']['total_seconds']:.1f} s)."
         )
+    versus = verdict.get("pretrained_vs_random")
+    if versus is not None:
+        delta = versus["test_accuracy_delta"] * 100
+        lines.append(
+            f"Pretrained vs random: the {versus['pretrained']['head']} head scores "
+            f"{versus['pretrained']['test_accuracy']:.2%} test accuracy on the pretrained base and "
+            f"{versus['random']['test_accuracy']:.2%} on a random-initialised copy of it "
+            f"({'+' if delta >= 0 else '−'}{abs(delta):.2f} percentage points for pretraining)."
+        )
     return lines
 
 
 def _describe(entry: dict) -> str:
+    random = ", random-initialised base" if entry.get("pretrained") is False else ""
     return (
-        f"{entry['name']} ({entry['backbone']}, {entry['head']}, {entry['path']}): "
+        f"{entry['name']} ({entry['backbone']}{random}, {entry['head']}, {entry['path']}): "
         f"validation {entry['val_accuracy']:.2%}, test {entry['test_accuracy']:.2%}, "
         f"{entry['total_seconds']:.1f} s of compute"
     )
