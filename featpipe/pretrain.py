@@ -13,7 +13,6 @@ it cannot show it wrote.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ from pathlib import Path
 import keras
 
 from featpipe.errors import FeatpipeError
+from featpipe.provenance import file_digest, key_digest
 from featpipe.runs import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class PretrainConfig:
             "versions": {"keras": keras.__version__, "tensorflow": tensorflow.__version__,
                          "numpy": numpy.__version__, "pillow": PIL.__version__},
         }
-        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+        return key_digest(identity)[:16]
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def _verified_record(path: Path, record_path: Path, key: str) -> dict | None:
     except FeatpipeError as e:
         log.warning("pretrained base: ignoring %s (%s)", record_path, e)
         return None
-    if record.get("key") != key or record.get("sha256") != _digest(path):
+    if record.get("key") != key or record.get("sha256") != file_digest(path):
         log.warning("pretrained base: %s does not match its record; pretraining again", path)
         return None
     return record
@@ -174,7 +174,7 @@ def _pretrain(config: PretrainConfig, path: Path, verbose: bool) -> dict:
         "source_val_accuracy": val_accuracy,
         "history": {k: [float(v) for v in vs] for k, vs in history.items()},
         "seconds": seconds,
-        "sha256": _digest(path),
+        "sha256": file_digest(path),
     }
 
 
@@ -193,8 +193,3 @@ class _EpochLog(keras.callbacks.Callback):
         log.info("pretrained base: epoch %d/%d, loss %.3f, accuracy %.1f%%, validation %.1f%% (%.0f s)",
                  epoch + 1, self.epochs, logs.get("loss", float("nan")), 100 * logs.get("accuracy", 0),
                  100 * logs.get("val_accuracy", 0), time.perf_counter() - self._start)
-
-
-def _digest(path: Path) -> str:
-    with open(path, "rb") as f:
-        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
