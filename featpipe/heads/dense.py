@@ -1,7 +1,11 @@
-"""The Deep Learning with Python head: pool or flatten -> Dense(256, relu) -> Dropout(0.5) -> sigmoid / softmax.
+"""The Deep Learning with Python head: pool or flatten -> standardise -> Dense(256, relu) -> Dropout(0.5) ->
+sigmoid / softmax.
 
-Trained with early stopping on validation loss, keeping the best epoch's weights; features are streamed
-from the cache through tf.data when they do not fit in memory.
+Inputs are standardised by default, with a `keras.layers.Normalization` adapted on the training split (in
+one streamed pass when the features stay on disk): it is part of the saved model, so predict and export
+apply the same statistics. Without it, pooled CNN features whose dimensions differ in scale by orders of
+magnitude leave the head at chance where a standardised linear probe learns. Trained with early stopping on
+validation loss, keeping the best epoch's weights.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import tensorflow as tf
 
 from featpipe.heads.base import (
     AT_LEAST_ONE, FRACTION, NON_NEGATIVE, NORMALIZE_CHOICES, POSITIVE, CachedSplit, Head, Param, as_class_probs,
+    store_params,
 )
+from featpipe.heads.estimators import VALIDATION_FRACTION
 
 # Rows read from the cache per chunk when streaming; the shuffle buffer when training.
 STREAM_ROWS = 1024
@@ -82,28 +88,36 @@ class DenseHead(Head):
     model_file = "model.keras"
     streams = True
     PARAMS = {
-        "units": Param(int, [256], grid=True, rule=AT_LEAST_ONE),
-        "dropout": Param(float, [0.5], grid=True, rule=FRACTION),
-        "learning_rate": Param(float, [1e-3], grid=True, rule=POSITIVE),
-        "optimizer": Param(str, "rmsprop", choices=("rmsprop", "adam")),
-        "epochs": Param(int, 30, rule=AT_LEAST_ONE),
-        "patience": Param(int, 5, rule=NON_NEGATIVE),
-        "batch_size": Param(int, 32, rule=AT_LEAST_ONE),
-        "normalize": Param(str, "none", choices=NORMALIZE_CHOICES),
+        "units": Param(int, grid=True, rule=AT_LEAST_ONE),
+        "dropout": Param(float, grid=True, rule=FRACTION),
+        "learning_rate": Param(float, grid=True, rule=POSITIVE),
+        "optimizer": Param(str, choices=("rmsprop", "adam")),
+        "epochs": Param(int, rule=AT_LEAST_ONE),
+        "patience": Param(int, rule=NON_NEGATIVE),
+        "batch_size": Param(int, rule=AT_LEAST_ONE),
+        "normalize": Param(str, choices=NORMALIZE_CHOICES),
+        "validation_fraction": VALIDATION_FRACTION,
     }
 
-    def _evaluator(self, X, y, X_val, y_val):
-        dtype = np.float32 if self.n_classes_ == 2 else np.int32  # binary cross-entropy wants float targets
-        labels, val_labels = y.astype(dtype), y_val.astype(dtype)
+    def __init__(self, units=(256,), dropout=(0.5,), learning_rate=(1e-3,), optimizer="rmsprop", epochs=30,
+                 patience=5, batch_size=32, normalize="standard", validation_fraction=0.2, random_state=0,
+                 max_memory=None):
+        store_params(self, locals())
 
-        def evaluate(params):
-            keras.utils.set_random_seed(self.seed)  # each grid point starts from the same seed
-            train = feature_dataset(X, labels, params["batch_size"], shuffle=True, seed=self.seed)
-            val = feature_dataset(X_val, val_labels, params["batch_size"])
-            model = build_model(X.shape[1:], self.n_classes_, params, train)
-            stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=params["patience"],
+    def _evaluator(self, X, y, X_val, y_val, params):
+        binary = len(self.classes_) == 2
+        dtype = np.float32 if binary else np.int32  # binary cross-entropy wants float targets
+        labels, val_labels = y.astype(dtype), y_val.astype(dtype)
+        seed = self._seed()
+
+        def evaluate(point):
+            keras.utils.set_random_seed(seed)  # each grid point starts from the same seed
+            train = feature_dataset(X, labels, point["batch_size"], shuffle=True, seed=seed)
+            val = feature_dataset(X_val, val_labels, point["batch_size"])
+            model = build_model(X.shape[1:], len(self.classes_), point, train)
+            stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=point["patience"],
                                                  restore_best_weights=True)
-            history = model.fit(train, validation_data=val, epochs=params["epochs"], callbacks=[stop], verbose=0,
+            history = model.fit(train, validation_data=val, epochs=point["epochs"], callbacks=[stop], verbose=0,
                                 shuffle=False).history  # `train` shuffles itself, seeded
             best_epoch = int(np.argmin(history["val_loss"]))
             return (model, history, best_epoch), history["val_accuracy"][best_epoch]
@@ -116,7 +130,7 @@ class DenseHead(Head):
         self.selection_["best_epoch"] = best_epoch
         self.selection_["early_stopping"] = "val_loss, best epoch's weights restored"
 
-    def predict_proba(self, X) -> np.ndarray:
+    def _predict_proba(self, X) -> np.ndarray:
         return as_class_probs(self.model_.predict(feature_dataset(X), verbose=0))
 
     def _save_model(self, path: Path) -> None:
