@@ -25,6 +25,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import StratifiedShuffleSplit
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from featpipe.errors import FeatpipeError
@@ -229,6 +230,7 @@ class Head(ClassifierMixin, BaseEstimator, abc.ABC):
             self.n_features_in_ = X.shape[1]
         else:
             X, y = validate_data(self, X, y, allow_nd=True, dtype=[np.float32, np.float64])
+        check_classification_targets(y)
         self.classes_, encoded = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise InvalidInput(f"a head needs at least 2 classes in the training labels, got 1 class: {self.classes_[0]!r}")
@@ -260,7 +262,8 @@ class Head(ClassifierMixin, BaseEstimator, abc.ABC):
         return self._predict_proba(X)
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        proba = self.predict_proba(X)  # checks that the head is fitted
+        return self.classes_[proba.argmax(axis=1)]
 
     @abc.abstractmethod
     def _predict_proba(self, X) -> np.ndarray:

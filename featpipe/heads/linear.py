@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import numpy as np
+
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 
@@ -66,6 +68,9 @@ class LinearHead(SklearnHead):
         return super()._evaluator(X, y, X_val, y_val, params)
 
     def _adopt(self, best, X_val, y_val) -> None:
+        # Iterations of the selected fit (scikit-learn's n_iter_); SGD's are its passes over train.
+        sgd = self.solver_["solver"] == "sgd"
+        self.n_iter_ = self.solver_["epochs"] if sgd else int(np.max(best.named_steps["classify"].n_iter_))
         super()._adopt(best, X_val, y_val)
         self.selection_["solver"] = self.solver_
 
