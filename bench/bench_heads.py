@@ -7,7 +7,8 @@ linear probe lands near 90% accuracy; validation and test have half the training
 generated once and saved (.npy files, and an HDF5 cache for the streamed case); each head then runs in its own
 process, so its peak memory (ru_maxrss) is its own: "peak" is that process's high-water mark, "head" is the
 peak minus the process's resident memory just before the fit (imports, the loaded arrays and a warm-up fit
-on 100 rows — which also keeps one-time costs such as TensorFlow's start-up out of the fit time).
+on 100 rows — which also keeps one-time costs such as TensorFlow's start-up out of the fit time); "cpu s" is
+the CPU time of fit + predict over all threads, less sensitive than wall time to other load on the machine.
 In-memory cases call `head.fit(X, y, X_val=..., y_val=...)`; the streamed case calls `train_head` on the cache
 with `--max-memory`, as `featpipe train` does. Fit time includes each head's hyperparameter search.
 
@@ -73,8 +74,8 @@ def save_cache(data: dict, directory: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from heads_fixtures import write_cache
 
-    write_cache(directory / CACHE_FILE, {s: (X[np.argsort(y, kind="stable")], np.sort(y)) for s, (X, y) in data.items()},
-                ["cat", "dog"])
+    ordered = {s: (X[np.argsort(y, kind="stable")], np.sort(y)) for s, (X, y) in data.items()}
+    write_cache(directory / CACHE_FILE, ordered, ["cat", "dog"])
 
 
 def load_problem(directory: Path) -> dict:
@@ -90,6 +91,12 @@ def rss() -> int:
 
 def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def cpu_seconds() -> float:
+    """This process's CPU time, all threads: on a shared machine, closer to the quiet machine's wall time."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def warm_up(name: str, data: dict) -> None:
@@ -113,7 +120,7 @@ def child(case: str, name: str, directory: Path, max_memory: int) -> dict:
         from featpipe.train import open_for_training, train_head
 
         del data  # the streamed fit reads the cache, not these arrays
-        before = rss()
+        before, cpu = rss(), cpu_seconds()
         start = time.perf_counter()
         try:
             with open_for_training(directory / CACHE_FILE, check_data=False) as cache, \
@@ -125,11 +132,13 @@ def child(case: str, name: str, directory: Path, max_memory: int) -> dict:
         metrics = result.metrics
         selection = metrics["selection"]
         row.update(fit=metrics["timing"]["fit_seconds"], predict=metrics["timing"]["predict_seconds"],
+                   cpu=cpu_seconds() - cpu,
                    val=metrics["validation"]["accuracy"], test=metrics["test"]["accuracy"],
                    points=len(selection["grid"]), best=selection["best_params"],
                    how=(selection.get("solver") or {}).get("solver") or "streamed")
     else:
         head = make_head(name)
+        cpu = cpu_seconds()
         start = time.perf_counter()
         head.fit(*data["train"], X_val=data["validation"][0], y_val=data["validation"][1])
         fitted = time.perf_counter()
@@ -139,7 +148,8 @@ def child(case: str, name: str, directory: Path, max_memory: int) -> dict:
         selection = head.selection_
         best = next(g["score"] for g in selection["grid"] if g["params"] == head.best_params_)
         how = (selection.get("solver") or {}).get("solver") or (selection.get("kernel") or {}).get("method") or ""
-        row.update(fit=fitted - start, predict=done - fitted, points=len(selection["grid"]), val=best,
+        row.update(fit=fitted - start, predict=done - fitted, cpu=cpu_seconds() - cpu, points=len(selection["grid"]),
+                   val=best,
                    test=float((proba.argmax(1) == y).mean()), best=head.best_params_, how=how)
     return {**row, "head_bytes": peak_rss() - before, "peak": peak_rss()}
 
@@ -158,7 +168,8 @@ def run_case(case: str, heads: list[str], directory: Path, max_memory: int, seed
     print(f"\n{case}: train {train:,} / validation {train // 2:,} / test {train // 2:,} rows x {dim:,} features, "
           f"binary" + (f", streamed from a cache, --max-memory {mib(max_memory)} MiB" if case == "streamed" else "")
           + f"  [load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores]")
-    print(f"{'head':11} {'fit s':>7} {'predict s':>9} {'grid':>4} {'val acc':>8} {'test acc':>8} {'how':>10} "
+    print(f"{'head':11} {'fit s':>7} {'predict s':>9} {'cpu s':>7} {'grid':>4} {'val acc':>8} {'test acc':>8} "
+          f"{'how':>10} "
           f"{'head MiB':>9} {'peak MiB':>9}  best params")
     rows = []
     for name in heads:
@@ -172,7 +183,8 @@ def run_case(case: str, heads: list[str], directory: Path, max_memory: int, seed
         if "refused" in row:
             print(f"{name:11} refused in {row['seconds']:.2f} s: {row['refused']}", flush=True)
             continue
-        print(f"{name:11} {row['fit']:7.2f} {row['predict']:9.2f} {row['points']:4d} {row['val']:8.3f} "
+        print(f"{name:11} {row['fit']:7.2f} {row['predict']:9.2f} {row['cpu']:7.1f} {row['points']:4d} "
+              f"{row['val']:8.3f} "
               f"{row['test']:8.3f} {row['how']:>10} {mib(row['head_bytes']):>9} {mib(row['peak']):>9}  {row['best']}",
               flush=True)
     fitted = [r for r in rows if "refused" not in r]

@@ -74,7 +74,8 @@ def test_any_labels_are_classes_and_one_class_is_refused():
     (X, y), (X_val, y_val) = data["train"], data["validation"]
     head = make_head("logreg", {"C": 1}).fit(X, names[y], X_val=X_val, y_val=names[y_val])
     assert head.classes_.tolist() == ["cat", "dog", "fox"]
-    assert set(head.predict(data["test"][0])) <= set(names) and head.score(data["test"][0], names[data["test"][1]]) > 0.9
+    X_test, y_test = data["test"]
+    assert set(head.predict(X_test)) <= set(names) and head.score(X_test, names[y_test]) > 0.9
     sparse = make_head("logreg", {"C": 1}).fit(X, y * 5 + 2, X_val=X_val, y_val=y_val * 5 + 2)
     assert sparse.classes_.tolist() == [2, 7, 12]
     with pytest.raises(InvalidInput, match="at least 2 classes"):

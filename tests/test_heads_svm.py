@@ -52,7 +52,8 @@ def test_past_max_exact_rows_the_kernel_is_approximated_and_recorded(tmp_path):
     assert exact.selection_["kernel"]["method"] == "exact"
     approx = _svm(data, max_exact_rows=50, n_components=40)
     kernel = approx.selection_["kernel"]
-    assert kernel["method"] == "nystroem" and kernel["n_components"] == 40 and "over max_exact_rows 50" in kernel["reason"]
+    assert kernel["method"] == "nystroem" and kernel["n_components"] == 40
+    assert "over max_exact_rows 50" in kernel["reason"]
     X, y = data["test"]
     assert approx.score(X, y) >= exact.score(X, y) - 0.05 and approx.predict_proba(X).shape == (30, 3)
     loaded = load_head(approx.save(tmp_path))
@@ -76,4 +77,4 @@ def test_estimates_grow_as_the_kernel_does():
     small, large = exact_cost(1000, 500, 4), exact_cost(40_000, 10_000, 4)
     assert large[0] == 8 * 2 * 40_000 * 50_000 and large[0] / small[0] == pytest.approx(40 * 50 / 1.5)
     assert large[1] / small[1] == pytest.approx(1600)
-    assert nystroem_bytes(40_000, 10_000, 1000) == 8 * 1000 * 90_000
+    assert nystroem_bytes(40_000, 10_000, 1000) == 8 * 1000 * 50_000

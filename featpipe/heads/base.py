@@ -151,7 +151,9 @@ def format_bytes(n: float) -> str:
 
 
 def format_seconds(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 class Head(ClassifierMixin, BaseEstimator, abc.ABC):
@@ -233,7 +235,8 @@ class Head(ClassifierMixin, BaseEstimator, abc.ABC):
         check_classification_targets(y)
         self.classes_, encoded = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
-            raise InvalidInput(f"a head needs at least 2 classes in the training labels, got 1 class: {self.classes_[0]!r}")
+            raise InvalidInput(f"a head needs at least 2 classes in the training labels, got 1 class: "
+                               f"{self.classes_[0]!r}")
         return X, encoded
 
     def _check_validation(self, X_val, y_val):

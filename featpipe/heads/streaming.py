@@ -16,7 +16,7 @@ from sklearn import config_context
 from sklearn.linear_model import SGDClassifier
 from sklearn.pipeline import Pipeline
 
-from featpipe.heads.base import CHUNK_ROWS, CachedSplit, chunks
+from featpipe.heads.base import CachedSplit, chunks
 from featpipe.heads.estimators import as_matrix, normalizer
 
 BLOCK_ROWS = 256  # rows per read: one slice of the cache
@@ -45,37 +45,37 @@ def shuffled_batches(X, y: np.ndarray, rng: np.random.Generator) -> Iterator[tup
         yield features[order], labels[order]
 
 
+def train_sgd(X, y: np.ndarray, scaler, Cs: list[float], epochs: int, loss: str, seed: int) -> list[SGDClassifier]:
+    """One averaged-SGD linear model per C, all trained in the same shuffled passes over X (an array or a
+    CachedSplit): each batch is read and normalised once for all of them. `scaler` may be None."""
+    classes = np.arange(int(y.max()) + 1)
+    models = [SGDClassifier(loss=loss, alpha=1.0 / (C * len(y)), average=True, random_state=seed) for C in Cs]
+    rng = np.random.default_rng(seed)
+    with config_context(assume_finite=True):  # checked once by the head; not again per batch and model
+        for _ in range(epochs):
+            for features, labels in shuffled_batches(X, y, rng):
+                batch = as_matrix(features) if scaler is None else scaler.transform(as_matrix(features))
+                for model in models:
+                    model.partial_fit(batch, labels, classes=classes)
+    return models
+
+
 def sgd_evaluator(X, y: np.ndarray, X_val, y_val: np.ndarray, params: dict, loss: str, seed: int):
     """Like SklearnHead._evaluator, streaming: grid point -> (Pipeline[normalize, SGDClassifier], val accuracy).
 
-    Every C of the grid is trained in the same passes (each batch is read and normalised once for all),
-    on the first call; later calls look their model up.
+    Every C of the grid is trained on the first call (`train_sgd`); later calls look their model up.
     """
     scaler = fit_normalizer(params["normalize"], X)
-    classes = np.arange(int(y.max()) + 1)
     Cs = list(dict.fromkeys(params["C"]))
-    models = [SGDClassifier(loss=loss, alpha=1.0 / (C * len(y)), average=True, random_state=seed) for C in Cs]
+    pipelines: list[Pipeline] = []
     scores: list[float] = []
 
-    def train_all():
-        rng = np.random.default_rng(seed)
-        with config_context(assume_finite=True):  # checked once by the head; not again per batch and model
-            for _ in range(params["epochs"]):
-                for features, labels in shuffled_batches(X, y, rng):
-                    batch = scaler.transform(as_matrix(features))
-                    for model in models:
-                        model.partial_fit(batch, labels, classes=classes)
-            correct = np.zeros(len(models))
-            for start, chunk in zip(range(0, len(y_val), CHUNK_ROWS), chunks(X_val, CHUNK_ROWS)):
-                batch = scaler.transform(as_matrix(chunk))
-                truth = y_val[start : start + len(batch)]
-                correct += [(model.predict(batch) == truth).sum() for model in models]
-        scores.extend(correct / len(y_val))
-
     def evaluate(point):
-        if not scores:
-            train_all()
+        if not pipelines:
+            models = train_sgd(X, y, scaler, Cs, params["epochs"], loss, seed)
+            pipelines.extend(Pipeline([("normalize", scaler), ("classify", model)]) for model in models)
+            scores.extend(float((predict_chunks(p, X_val) == y_val).mean()) for p in pipelines)
         i = Cs.index(point["C"])
-        return Pipeline([("normalize", scaler), ("classify", models[i])]), scores[i]
+        return pipelines[i], scores[i]
 
     return evaluate

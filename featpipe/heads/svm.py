@@ -6,7 +6,9 @@ computed once for the whole grid. The fitted model keeps only its support vector
 
 The exact kernel costs n^2 memory and roughly n^2 to n^3 time. Before any kernel is allocated the head
 estimates both: past `max_exact_rows` training rows or `max_memory` it fits the same model on a Nystroem
-approximation of the kernel (`n_components` landmark rows, then a linear SVM), and records that; an exact
+approximation of the kernel (`n_components` landmark rows, then a linear SVM trained by averaged SGD on the
+hinge loss, every C in the same passes: liblinear's exact solvers take minutes on 100,000 x 1,000 Nystroem
+features and copy them), and records that; an exact
 fit that was asked for but cannot fit, or an approximation that itself exceeds `max_memory`, is refused at
 once with the estimate and the alternative.
 """
@@ -18,10 +20,11 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.kernel_approximation import Nystroem
 from sklearn.metrics.pairwise import euclidean_distances, rbf_kernel
 from sklearn.pipeline import Pipeline
-from sklearn.svm import SVC, LinearSVC
+from sklearn.svm import SVC
 
 from featpipe.heads.base import AT_LEAST_ONE, POSITIVE, InvalidInput, Param, format_bytes, format_seconds, store_params
 from featpipe.heads.estimators import VALIDATION_FRACTION, SklearnHead, c_param, matrix_bytes, normalize_param
+from featpipe.heads.streaming import train_sgd
 
 # Training rows past which "auto" approximates: the exact kernel alone is ~3 GiB and minutes per C at 20k.
 MAX_EXACT_ROWS = 20_000
@@ -80,8 +83,8 @@ def exact_cost(n: int, n_val: int, grid_points: int) -> tuple[int, float]:
 
 
 def nystroem_bytes(n: int, n_val: int, components: int) -> int:
-    """The Nystroem features of train and validation, and the linear SVM's copy of the training ones."""
-    return 8 * components * (2 * n + n_val)
+    """The Nystroem features of train and validation (SGD trains on them in place)."""
+    return 8 * components * (n + n_val)
 
 
 class SVMHead(SklearnHead):
@@ -97,12 +100,13 @@ class SVMHead(SklearnHead):
         "kernel": Param(str, choices=("auto", "exact", "nystroem")),
         "n_components": Param(int, rule=AT_LEAST_ONE),
         "max_exact_rows": Param(int, rule=AT_LEAST_ONE),
+        "epochs": Param(int, rule=AT_LEAST_ONE),
         "validation_fraction": VALIDATION_FRACTION,
     }
 
     def __init__(self, C=(0.1, 1.0, 10.0, 100.0), gamma=("scale",), normalize="standard", kernel="auto",
-                 n_components=1000, max_exact_rows=MAX_EXACT_ROWS, validation_fraction=0.2, random_state=0,
-                 max_memory=None):
+                 n_components=1000, max_exact_rows=MAX_EXACT_ROWS, epochs=10, validation_fraction=0.2,
+                 random_state=0, max_memory=None):
         store_params(self, locals())
 
     def _kernel_choice(self, params: dict, n: int, n_val: int, features: int) -> dict:
@@ -129,7 +133,8 @@ class SVMHead(SklearnHead):
         reason = "asked for" if wanted == "nystroem" else (
             f"exact kernel would need {estimate}" + ("" if fits else f", over max_memory {format_bytes(budget)}")
             + (f"; over max_exact_rows {params['max_exact_rows']:,}" if n > params["max_exact_rows"] else ""))
-        return {"method": "nystroem", "n_components": components, "linear_model": "LinearSVC", "reason": reason}
+        return {"method": "nystroem", "n_components": components, "linear_model": "hinge-loss averaged SGD",
+                "epochs": params["epochs"], "reason": reason}
 
     def _evaluator(self, X, y, X_val, y_val, params):
         # Decide before as_matrix's copies: those are counted in the estimate.
@@ -141,7 +146,7 @@ class SVMHead(SklearnHead):
 
     def _fitter(self, X, y, X_val, params):
         if self.kernel_["method"] == "nystroem":
-            return self._nystroem_fitter(X, y, X_val, self.kernel_["n_components"])
+            return self._nystroem_fitter(X, y, X_val, params)
         sq_train = euclidean_distances(X, squared=True)
         sq_val = euclidean_distances(X_val, X, squared=True)
 
@@ -151,20 +156,20 @@ class SVMHead(SklearnHead):
 
         return fit
 
-    def _nystroem_fitter(self, X, y, X_val, components: int):
-        """Nystroem features once per gamma (the grid's inner loop is C), then a linear SVM on them."""
-        features: dict[float, tuple] = {}
+    def _nystroem_fitter(self, X, y, X_val, params: dict):
+        """Nystroem features once per gamma (the grid's inner loop is C), then every C's linear SVM on them."""
+        seed, Cs, per_gamma = self._seed(), list(dict.fromkeys(params["C"])), {}
 
         def fit(point):
             gamma = resolve_gamma(point["gamma"], X)
-            if gamma not in features:
-                features.clear()  # one gamma's features at a time: the memory estimate counts one set
-                mapping = Nystroem(gamma=gamma, n_components=components, random_state=self._seed()).fit(X)
-                features[gamma] = (mapping, mapping.transform(X), mapping.transform(X_val))
-            mapping, Z, Z_val = features[gamma]
-            # Primal liblinear: many more rows than components.
-            linear = LinearSVC(C=point["C"], dual=False, tol=1e-3, random_state=self._seed()).fit(Z, y)
-            return Pipeline([("nystroem", mapping), ("classify", linear)]), linear.predict(Z_val)
+            if gamma not in per_gamma:
+                per_gamma.clear()  # one gamma's features at a time: the memory estimate counts one set
+                mapping = Nystroem(gamma=gamma, n_components=self.kernel_["n_components"], random_state=seed).fit(X)
+                models = train_sgd(mapping.transform(X), y, None, Cs, params["epochs"], "hinge", seed)
+                per_gamma[gamma] = (mapping, mapping.transform(X_val), models)
+            mapping, Z_val, models = per_gamma[gamma]
+            classifier = models[Cs.index(point["C"])]
+            return Pipeline([("nystroem", mapping), ("classify", classifier)]), classifier.predict(Z_val)
 
         return fit
 
