@@ -45,6 +45,10 @@ def shuffled_batches(X, y: np.ndarray, rng: np.random.Generator) -> Iterator[tup
         yield features[order], labels[order]
 
 
+def predict_chunks(model, X) -> np.ndarray:
+    return np.concatenate([model.predict(as_matrix(c)) for c in chunks(X)])
+
+
 def train_sgd(X, y: np.ndarray, scaler, Cs: list[float], epochs: int, loss: str, seed: int) -> list[SGDClassifier]:
     """One averaged-SGD linear model per C, all trained in the same shuffled passes over X (an array or a
     CachedSplit): each batch is read and normalised once for all of them. `scaler` may be None."""
