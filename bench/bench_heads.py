@@ -5,8 +5,8 @@ The features are synthetic: binary classes that differ in a few latent direction
 correlated dimensions (ReLU of a random projection plus noise, like pooled CNN features), tuned so that a
 linear probe lands near 90% accuracy; validation and test have half the training rows each. The data is
 generated once and saved (.npy files, and an HDF5 cache for the streamed case); each head then runs in its own
-process, so its peak memory (ru_maxrss) is its own: "peak" is that process's high-water mark, "head" is the
-peak minus the process's resident memory just before the fit (imports, the loaded arrays and a warm-up fit
+process, so its peak memory is its own: "peak" is that process's resident high-water mark (VmHWM, reset just
+before the fit) during fit + predict, "head" is the peak minus the process's resident memory just before the fit (imports, the loaded arrays and a warm-up fit
 on 100 rows — which also keeps one-time costs such as TensorFlow's start-up out of the fit time); "cpu s" is
 the CPU time of fit + predict over all threads, less sensitive than wall time to other load on the machine.
 In-memory cases call `head.fit(X, y, X_val=..., y_val=...)`; the streamed case calls `train_head` on the cache
@@ -78,8 +78,10 @@ def save_cache(data: dict, directory: Path) -> None:
     write_cache(directory / CACHE_FILE, ordered, ["cat", "dog"])
 
 
-def load_problem(directory: Path) -> dict:
-    return {s: (np.load(directory / f"{s}-X.npy"), np.load(directory / f"{s}-y.npy"))
+def load_problem(directory: Path, mmap: bool = False) -> dict:
+    """The arrays; with `mmap`, mapped rather than read (the streamed case only warms up on a few rows)."""
+    mode = "r" if mmap else None
+    return {s: (np.load(directory / f"{s}-X.npy", mmap_mode=mode), np.load(directory / f"{s}-y.npy"))
             for s in ("train", "validation", "test")}
 
 
@@ -89,8 +91,17 @@ def rss() -> int:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
 
 
+def reset_peak() -> None:
+    """Start a new high-water mark (Linux: clear_refs 5 resets VmHWM; ru_maxrss cannot be reset, and even
+    carries the parent's resident memory over fork + exec)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 def peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """Resident memory's high-water mark since `reset_peak`, bytes."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
 def cpu_seconds() -> float:
@@ -102,24 +113,23 @@ def cpu_seconds() -> float:
 def warm_up(name: str, data: dict) -> None:
     from featpipe.heads import make_head
 
-    X, y = data["train"]
+    X, y = np.asarray(data["train"][0][:100]), data["train"][1][:100]
     params = {"epochs": 1} if name == "dense" else {}
-    make_head(name, params).fit(X[:100], y[:100], X_val=X[:50], y_val=y[:50])
+    make_head(name, params).fit(X, y, X_val=X[:50], y_val=y[:50])
 
 
 def child(case: str, name: str, directory: Path, max_memory: int) -> dict:
     """One head on one case, in this process; a JSON-able row."""
     from featpipe.heads import make_head
 
-    data = load_problem(directory)
+    data = load_problem(directory, mmap=case == "streamed")
     warm_up(name, data)
-    before = rss()
     row = {"case": case, "head": name}
     if case == "streamed":
         from featpipe.errors import FeatpipeError
         from featpipe.train import open_for_training, train_head
 
-        del data  # the streamed fit reads the cache, not these arrays
+        reset_peak()
         before, cpu = rss(), cpu_seconds()
         start = time.perf_counter()
         try:
@@ -138,7 +148,8 @@ def child(case: str, name: str, directory: Path, max_memory: int) -> dict:
                    how=(selection.get("solver") or {}).get("solver") or "streamed")
     else:
         head = make_head(name)
-        cpu = cpu_seconds()
+        reset_peak()
+        before, cpu = rss(), cpu_seconds()
         start = time.perf_counter()
         head.fit(*data["train"], X_val=data["validation"][0], y_val=data["validation"][1])
         fitted = time.perf_counter()
