@@ -6,7 +6,8 @@ import pytest
 from featpipe.heads import load_head, make_head
 from featpipe.heads.base import CachedSplit
 from featpipe.store import FeatureCache
-from heads_fixtures import blobs, splits, synthetic_cache, validation, validation
+import featpipe.heads.dense as dense_module
+from heads_fixtures import blobs, splits, synthetic_cache, validation, write_cache, validation
 
 FAST = {"units": 16, "epochs": 8, "patience": 3, "batch_size": 16, "learning_rate": 0.01}
 
@@ -98,3 +99,17 @@ def test_standardised_by_default_so_badly_scaled_features_are_learned(tmp_path):
     # Without it (the old head), the network sits at chance on the same features.
     raw = make_head("dense", {**fast, "normalize": "none"}).fit(*data["train"], **validation(data))
     assert raw.score(X, y) < 0.65
+
+
+def test_streaming_a_class_sorted_cache_mixes_the_classes(tmp_path, monkeypatch):
+    # A shuffle buffer far smaller than the split, over rows sorted by class as extract writes them.
+    monkeypatch.setattr(dense_module, "STREAM_ROWS", 8)
+    monkeypatch.setattr(dense_module, "SHUFFLE_ROWS", 16)
+    data = splits(spread=2.5, rows={"train": 320, "validation": 80, "test": 80})
+    data = {split: (X[np.argsort(y, kind="stable")], np.sort(y)) for split, (X, y) in data.items()}
+    path = write_cache(tmp_path / "sorted-0123456789abcdef.h5", data, ["cat", "dog"])
+    with FeatureCache(path) as cache:
+        streamed = {s: CachedSplit.of(cache, s) for s in cache.splits}
+    head = make_head("dense", {**FAST, "epochs": 5}).fit(streamed["train"], data["train"][1],
+                                                          X_val=streamed["validation"], y_val=data["validation"][1])
+    assert head.score(*data["test"]) > 0.85

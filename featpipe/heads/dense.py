@@ -32,14 +32,28 @@ STEPS_PER_EXECUTION = 16
 
 
 def feature_dataset(X, y=None, batch_size: int = PREDICT_BATCH, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
-    """Batches of features (and labels) from an array or, streamed chunk by chunk, from a CachedSplit."""
+    """Batches of features (and labels) from an array or, streamed chunk by chunk, from a CachedSplit.
+
+    Shuffling a CachedSplit reads its chunks in a new random order each epoch before the shuffle buffer mixes
+    their rows: a cache's rows are sorted by class, and a buffer smaller than the split would otherwise feed
+    the network one class at a time (measured: chance accuracy on 100,000 streamed rows).
+    """
     if isinstance(X, CachedSplit):
+        rng = np.random.default_rng(seed)
+
+        def chunks():
+            starts = np.arange(0, len(X), STREAM_ROWS)
+            starts = rng.permutation(starts) if shuffle else starts
+            for start, features in zip(starts, X.blocks(starts, STREAM_ROWS)):
+                yield features if y is None else (features, y[start : start + STREAM_ROWS])
+
         spec = tf.TensorSpec((None, *X.shape[1:]), tf.float32)
-        features = tf.data.Dataset.from_generator(lambda: X.batches(STREAM_ROWS), output_signature=spec).unbatch()
-        features = features.apply(tf.data.experimental.assert_cardinality(X.shape[0]))  # Keras then knows the steps
+        signature = spec if y is None else (spec, tf.TensorSpec((None,), tf.as_dtype(y.dtype)))
+        dataset = tf.data.Dataset.from_generator(chunks, output_signature=signature).unbatch()
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(X)))  # Keras then knows the steps
     else:
         features = tf.data.Dataset.from_tensor_slices(np.asarray(X, dtype=np.float32))
-    dataset = features if y is None else tf.data.Dataset.zip((features, tf.data.Dataset.from_tensor_slices(y)))
+        dataset = features if y is None else tf.data.Dataset.zip((features, tf.data.Dataset.from_tensor_slices(y)))
     if shuffle:
         dataset = dataset.shuffle(min(X.shape[0], SHUFFLE_ROWS), seed=seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
