@@ -117,7 +117,7 @@ def time_heads(cache_path: Path) -> dict:
         except ImportError:  # a head registered but not written yet: a stand-in keeps the total honest
             results[name] = stand_in_dense(X, y, X_val, y_val, X_test, y_test, clock) if name == "dense" else None
             continue
-        head.fit(X, y, X_val, y_val)
+        head.fit(X, y, X_val=X_val, y_val=y_val)
         val_proba, test_proba = head.predict_proba(X_val), head.predict_proba(X_test)
         results[name] = {"seconds": time.perf_counter() - clock, "stand_in": False,
                          "val_accuracy": float((val_proba.argmax(1) == y_val).mean()),

@@ -5,8 +5,10 @@ params and seed is reused (the comparison grid resumes this way); a finished run
 replaced only with `force`.
 
 Features are loaded into memory when they fit under `max_memory` (default: half the machine's RAM);
-otherwise the dense head streams them from the cache in row chunks, and the scikit-learn heads, which need
-the whole matrix, refuse with how much memory they would need.
+otherwise the dense head, logistic regression and the linear SVM stream them from the cache in row chunks,
+and the RBF SVM, which needs the whole matrix, refuses with how much memory it would need. The head is
+fitted as a clone carrying the same `max_memory`, so its own decisions (the SVM's exact kernel or Nystroem
+approximation, the linear heads' solver) use the same budget; they are recorded in run.json under "fit".
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sklearn.base import clone
 
 from featpipe.data import load_image_folder
 from featpipe.errors import FeatpipeError
-from featpipe.heads.base import CachedSplit, Head
+from featpipe.heads.base import CachedSplit, Head, default_max_memory, format_bytes
 from featpipe.metrics import classification_metrics
 from featpipe.runs import RUN_FILE, finish_run, is_complete, load_run, save_model_files, verified_model_file
 from featpipe.store import FeatureCache
@@ -37,6 +40,7 @@ class TrainResult:
     run_dir: Path
     reused: bool
     metrics: dict
+    fitted: Head | None = None  # the fitted clone (None when the run was reused)
 
     def summary(self) -> dict:
         timing = self.metrics["timing"]
@@ -53,11 +57,6 @@ def parse_size(text: str) -> int:
     if not match:
         raise FeatpipeError(f"bad memory size {text!r}: expected e.g. 512M, 4G or a number of bytes")
     return int(float(match.group(1)) * 1024 ** " kmgt".index(match.group(2).lower() or " "))
-
-
-def default_max_memory() -> int:
-    """Half the physical memory: the features are not the only thing in it."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
 
 
 def open_for_training(path: str | os.PathLike, check_data: bool = True) -> FeatureCache:
@@ -103,17 +102,20 @@ def run_dir_for(cache: FeatureCache, head: Head, runs_dir: str | os.PathLike) ->
 
 def train_head(cache: FeatureCache, head: Head, runs_dir: str | os.PathLike = "runs", force: bool = False,
                max_memory: int | None = None) -> TrainResult:
-    """Fit `head` on the cache's train split (selecting on validation), evaluate on test, write its run dir."""
+    """Fit a clone of `head` on the cache's train split (selecting on validation), evaluate on test, write its
+    run dir. `head` itself stays unfitted."""
     run_dir = run_dir_for(cache, head, runs_dir)
     if is_complete(run_dir) and not force:
         return _reuse(run_dir, cache, head)
+    budget = default_max_memory() if max_memory is None else max_memory
+    head = clone(head).set_params(max_memory=budget)
     (run_dir / RUN_FILE).unlink(missing_ok=True)  # the old run is unfinished from here on
-    features, streamed = _features(cache, head, default_max_memory() if max_memory is None else max_memory)
+    features, streamed = _features(cache, head, budget)
     labels = {split: cache.labels(split) for split in SPLITS}
     _check_classes(cache, labels["train"])
 
     start = time.perf_counter()
-    head.fit(features["train"], labels["train"], features["validation"], labels["validation"])
+    head.fit(features["train"], labels["train"], X_val=features["validation"], y_val=labels["validation"])
     fitted = time.perf_counter()
     proba = {split: head.predict_proba(features[split]) for split in ("validation", "test")}
     predicted = time.perf_counter()
@@ -127,13 +129,13 @@ def train_head(cache: FeatureCache, head: Head, runs_dir: str | os.PathLike = "r
     digests = save_model_files(run_dir, head.save)
     finish_run(run_dir, _run_info(cache, head, run_dir, streamed), metrics,
                None if history is None else {**history, "phases": [{"name": "head", "start_epoch": 0}]}, digests)
-    return TrainResult(head.name, run_dir, False, metrics)
+    return TrainResult(head.name, run_dir, False, metrics, head)
 
 
 def _reuse(run_dir: Path, cache: FeatureCache, head: Head) -> TrainResult:
     loaded = load_run(run_dir)
     info = loaded["run"]
-    wanted = {"head": head.name, "cache key": cache.key, "params": head.params, "seed": head.seed}
+    wanted = {"head": head.name, "cache key": cache.key, "params": head.params, "seed": head.random_state}
     found = {"head": info.get("head"), "cache key": (info.get("cache") or {}).get("key"),
              "params": info.get("params"), "seed": info.get("seed")}
     differ = [key for key in wanted if wanted[key] != found[key]]
@@ -151,21 +153,13 @@ def _features(cache: FeatureCache, head: Head, max_memory: int) -> tuple[dict, b
     needed = int(sum(cache.nbytes_in_memory(split) for split in SPLITS) * head.memory_factor)
     if needed <= max_memory:
         return {split: cache.features(split) for split in SPLITS}, False
-    if head.streams:
+    if head.can_stream():
         return {split: CachedSplit.of(cache, split) for split in SPLITS}, True
     raise FeatpipeError(
-        f"head {head.name} needs the features in memory: about {_bytes(needed)} for train + validation + test, "
-        f"over --max-memory {_bytes(max_memory)}; raise --max-memory, use --head dense (it streams from the cache), "
-        "or re-extract smaller features (--pooling avg, --dtype float16)"
+        f"head {head.name} needs the features in memory: about {format_bytes(needed)} for train + validation + "
+        f"test, over --max-memory {format_bytes(max_memory)}; raise --max-memory, use --head logreg, linear-svm "
+        "or dense (they stream from the cache), or re-extract smaller features (--pooling avg, --dtype float16)"
     )
-
-
-def _bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def _check_classes(cache: FeatureCache, train_labels: np.ndarray) -> None:
@@ -201,7 +195,9 @@ def _run_info(cache: FeatureCache, head: Head, run_dir: Path, streamed: bool) ->
         "cache": {"path": str(cache.path.resolve()), "key": cache.key},
         "dataset": {"root": attrs["dataset"]["root"], "fingerprint": attrs["dataset"]["fingerprint"],
                     "classes": cache.classes},
-        "params": head.params, "seed": head.seed, "streamed": streamed,
+        "params": head.params, "seed": head.random_state, "streamed": streamed,
+        # How the fit was done where the head chose (solver, exact kernel or its approximation, validation).
+        "fit": {key: head.selection_[key] for key in ("solver", "kernel", "validation") if key in head.selection_},
         "versions": {**attrs["versions"], "scikit-learn": sklearn.__version__, "numpy": np.__version__},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model_file": head.model_file,

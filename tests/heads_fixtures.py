@@ -65,3 +65,9 @@ def real_cache(root: Path, model_file: str, classes=("cat", "dog"), pooling: str
     result = extract(load_image_folder(data), load_backbone(model_file), root / "cache", pooling=pooling,
                      batch_size=8, progress=False)
     return result.path
+
+
+def validation(data: dict) -> dict:
+    """The keyword arguments that hand a head its validation split: ``head.fit(X, y, **validation(data))``."""
+    X_val, y_val = data["validation"]
+    return {"X_val": X_val, "y_val": y_val}

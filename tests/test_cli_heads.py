@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -47,6 +48,18 @@ def test_train_input_errors_are_one_line_exit_1(cache_path, extra, message):
     assert result.exit_code == 1
     assert result.stderr.startswith("featpipe: error: ") and message in result.stderr
     assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_train_streams_linear_heads_and_refuses_an_exact_kernel_that_does_not_fit(cache_path, tmp_path):
+    common = ["--no-data-check", "--runs-dir", tmp_path / "runs", "--json"]
+    streamed = run("train", cache_path, "--head", "logreg", "--max-memory", "1K", *common)
+    assert streamed.exit_code == 0, streamed.output
+    info = json.loads((Path(json.loads(streamed.stdout)["run_dir"]) / "run.json").read_text())
+    assert info["streamed"] is True and info["fit"]["solver"]["solver"] == "sgd"
+    refused = run("train", cache_path, "--head", "svm", "--param", "kernel=exact", "--max-memory", "60K", *common)
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert refused.stderr.startswith("featpipe: error: svm: an exact RBF kernel on 60 training rows needs about")
+    assert "use --param kernel=auto" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
 
 
 def test_train_usage_errors_exit_2(cache_path):

@@ -5,7 +5,7 @@ import pytest
 
 from featpipe.heads import make_head
 from featpipe.heads.estimators import as_matrix, normalizer
-from heads_fixtures import splits
+from heads_fixtures import splits, validation
 
 
 def test_spatial_features_are_averaged_to_float64_rows():
@@ -19,7 +19,7 @@ def test_spatial_features_are_averaged_to_float64_rows():
 @pytest.mark.parametrize("kind", ["none", "l2", "standard"])
 def test_the_normalize_step_is_recorded_and_applied(kind):
     data = splits(dim=6)
-    head = make_head("logreg", {"C": 1, "normalize": kind}).fit(*data["train"], *data["validation"])
+    head = make_head("logreg", {"C": 1, "normalize": kind}).fit(*data["train"], **validation(data))
     X = as_matrix(data["test"][0])
     step = head.model_.named_steps["normalize"]
     np.testing.assert_allclose(step.transform(X), normalizer(kind).fit(as_matrix(data["train"][0])).transform(X))
@@ -30,8 +30,8 @@ def test_the_normalize_step_is_recorded_and_applied(kind):
 def test_svms_are_calibrated_on_validation_and_give_probabilities():
     data = splits(n_classes=3)
     for name in ("linear-svm", "svm"):
-        head = make_head(name, {"C": "0.1,1"}).fit(*data["train"], *data["validation"])
+        head = make_head(name, {"C": "0.1,1"}).fit(*data["train"], **validation(data))
         proba = head.predict_proba(data["test"][0])
         assert proba.shape == (30, 3) and np.allclose(proba.sum(axis=1), 1)
         assert head.selection_["calibration"].startswith("sigmoid")
-    assert "calibration" not in make_head("logreg", {"C": 1}).fit(*data["train"], *data["validation"]).selection_
+    assert "calibration" not in make_head("logreg", {"C": 1}).fit(*data["train"], **validation(data)).selection_

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from featpipe.heads import load_head, make_head
-from heads_fixtures import splits
+from heads_fixtures import splits, validation
 
 LINEAR = ["logreg", "linear-svm"]
 
@@ -18,8 +18,8 @@ def _accuracy(head, data):
 @pytest.mark.parametrize("n_classes", [2, 3])
 def test_separable_features_are_learned(name, n_classes):
     data = splits(n_classes=n_classes, spread=2.5)
-    head = make_head(name).fit(*data["train"], *data["validation"])
-    assert head.n_classes_ == n_classes and _accuracy(head, data) > 0.85
+    head = make_head(name).fit(*data["train"], **validation(data))
+    assert len(head.classes_) == n_classes and _accuracy(head, data) > 0.85
     assert head.predict_proba(data["test"][0]).shape == (30, n_classes)
     grid = head.selection_["grid"]
     assert [g["params"]["C"] for g in grid] == head.params["C"] and len(grid) >= 6
@@ -29,8 +29,8 @@ def test_separable_features_are_learned(name, n_classes):
 @pytest.mark.parametrize("name", LINEAR)
 def test_same_seed_same_predictions_and_save_load_round_trip(name, tmp_path):
     data = splits(n_classes=3, spread=3.0)
-    first = make_head(name, {"C": "0.01,1"}, seed=5).fit(*data["train"], *data["validation"])
-    second = make_head(name, {"C": "0.01,1"}, seed=5).fit(*data["train"], *data["validation"])
+    first = make_head(name, {"C": "0.01,1"}, seed=5).fit(*data["train"], **validation(data))
+    second = make_head(name, {"C": "0.01,1"}, seed=5).fit(*data["train"], **validation(data))
     X = data["test"][0]
     np.testing.assert_array_equal(first.predict_proba(X), second.predict_proba(X))
     loaded = load_head(first.save(tmp_path / "head"))
@@ -42,11 +42,11 @@ def test_same_seed_same_predictions_and_save_load_round_trip(name, tmp_path):
 @pytest.mark.parametrize("name", LINEAR)
 def test_spatial_features_are_accepted(name):
     data = splits(spatial=True)
-    head = make_head(name, {"C": 1}).fit(*data["train"], *data["validation"])
+    head = make_head(name, {"C": 1}).fit(*data["train"], **validation(data))
     assert _accuracy(head, data) > 0.9
 
 
 def test_a_hard_to_fit_grid_point_is_recorded_as_not_converged():
     data = splits(n_classes=3, spread=4.0)
-    head = make_head("linear-svm", {"C": "0.001,100", "max_iter": 2}).fit(*data["train"], *data["validation"])
+    head = make_head("linear-svm", {"C": "0.001,100", "max_iter": 2}).fit(*data["train"], **validation(data))
     assert any(g.get("converged") is False for g in head.selection_["grid"])

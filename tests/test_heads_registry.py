@@ -5,7 +5,7 @@ import pytest
 
 from featpipe.errors import FeatpipeError
 from featpipe.heads import HEADS, head_class, load_head, make_head, parse_param_options
-from heads_fixtures import splits
+from heads_fixtures import splits, validation
 
 
 def test_every_registered_head_has_its_name_and_a_model_file():
@@ -21,13 +21,15 @@ def test_unknown_head_is_a_clear_error_with_a_suggestion():
 
 def test_make_head_takes_cli_strings_and_typed_values_alike():
     assert make_head("logreg", {"C": "0.1, 1,10"}).params["C"] == [0.1, 1.0, 10.0]
-    assert make_head("logreg", {"C": 0.5, "max_iter": "50"}, seed=3).get_params() == {
-        "seed": 3, "C": [0.5], "max_iter": 50, "tol": 1e-4, "normalize": "standard"}
+    head = make_head("logreg", {"C": 0.5, "max_iter": "50"}, seed=3, max_memory=2**30)
+    assert head.get_params() == {"random_state": 3, "max_memory": 2**30, "C": [0.5], "max_iter": 50, "tol": 1e-4,
+                                 "normalize": "standard", "solver": "auto", "epochs": 10, "validation_fraction": 0.2}
+    assert head.params == {k: v for k, v in head.get_params().items() if k not in ("random_state", "max_memory")}
 
 
 def test_load_head_finds_the_class_from_the_saved_directory(tmp_path):
     data = splits()
-    head = make_head("logreg", {"C": "0.1,1"}).fit(*data["train"], *data["validation"])
+    head = make_head("logreg", {"C": "0.1,1"}).fit(*data["train"], **validation(data))
     loaded = load_head(head.save(tmp_path / "run"))
     assert type(loaded) is type(head) and loaded.best_params_ == head.best_params_
     np.testing.assert_array_equal(loaded.predict_proba(data["test"][0]), head.predict_proba(data["test"][0]))
@@ -39,7 +41,8 @@ def test_params_go_to_every_head_that_has_them_or_to_the_one_named():
 
 
 @pytest.mark.parametrize("option, message", [
-    ("units=8", r"unknown parameter 'units' for logreg / svm; known: C, gamma, max_iter, normalize, tol"),
+    ("units=8", r"unknown parameter 'units' for logreg / svm; known: C, epochs, gamma, kernel, max_exact_rows, "
+                r"max_iter, n_components, normalize, solver, tol, validation_fraction"),
     ("svm.max_iter=5", r"unknown parameter 'max_iter' for svm"),
     ("dense.units=8", r"names head 'dense', which is not being trained"),
     ("C", r"expected key=value"),

@@ -22,8 +22,9 @@ from featpipe.heads import HEADS
 @click.option("--no-data-check", is_flag=True,
               help="Skip checking that the dataset still matches the cache (e.g. the dataset folder is gone).")
 @click.option("--max-memory", metavar="SIZE",
-              help="Load features into memory up to SIZE (e.g. 8G; default: half the RAM); beyond it the dense "
-                   "head streams from the cache and the other heads refuse.")
+              help="Memory budget (e.g. 8G; default: half the RAM). Features are loaded up to SIZE, beyond it "
+                   "dense, logreg and linear-svm stream from the cache; svm switches to a Nystroem kernel "
+                   "approximation past it (or past 20,000 rows), or refuses at once with its estimate.")
 @json_option
 def train(cache, heads, params, runs_dir, seed, force, no_data_check, max_memory, as_json):
     """Train heads on a feature CACHE file: fit on train, select on validation, evaluate once on test.

@@ -1,7 +1,7 @@
 """Interchangeable heads on cached features, by name.
 
-A head is one small class (see `featpipe.heads.base.Head`) plus one line in `HEADS`. The registry holds
-import paths, not classes, so choosing a scikit-learn head never imports TensorFlow.
+A head is one small scikit-learn classifier class (see `featpipe.heads.base.Head`) plus one line in `HEADS`.
+The registry holds import paths, not classes, so choosing a scikit-learn head never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -30,9 +30,19 @@ def head_class(name: str):
     return getattr(importlib.import_module(module), cls)
 
 
-def make_head(name: str, params: dict | None = None, seed: int = 0):
-    """A new, unfitted head; `params` values may be typed or the strings of ``--param key=value``."""
-    return head_class(name)(seed=seed, **(params or {}))
+def make_head(name: str, params: dict | None = None, seed: int = 0, max_memory: int | None = None):
+    """A new, unfitted head; `params` values may be typed or the strings of ``--param key=value``.
+
+    Unlike the constructor (which stores what it is given, as scikit-learn asks), this checks every value
+    now, so a bad ``--param`` fails before any work starts.
+    """
+    cls = head_class(name)
+    params = params or {}
+    unknown = sorted(set(params) - set(cls.PARAMS))
+    if unknown:
+        raise FeatpipeError(f"unknown parameter {unknown[0]!r} for head {name}; known: {', '.join(cls.PARAMS)}")
+    typed = {key: cls.PARAMS[key].coerce(key, value) for key, value in params.items()}
+    return cls(**typed, random_state=seed, max_memory=max_memory)
 
 
 def load_head(directory):

@@ -1,4 +1,4 @@
-"""What the scikit-learn heads share: in-memory feature matrices, normalisation, calibration, joblib files."""
+"""What the scikit-learn heads share: feature matrices, normalisation, Platt calibration, chunked prediction."""
 
 from __future__ import annotations
 
@@ -8,24 +8,28 @@ from typing import Callable, ClassVar
 
 import joblib
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 from sklearn.metrics import accuracy_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScaler
 
-from featpipe.heads.base import NORMALIZE_CHOICES, POSITIVE, Head, Param
+from featpipe.heads.base import (
+    NORMALIZE_CHOICES, OPEN_FRACTION, POSITIVE, CachedSplit, Head, InvalidInput, Param, chunks, format_bytes,
+)
 
 # The linear-probe sweep of CLIP / DINOv2: C on a log grid, chosen on validation.
-LOG_C_GRID = [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0]
+LOG_C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+VALIDATION_FRACTION = Param(float, rule=OPEN_FRACTION)
 
 
-def c_param(default: list[float]) -> Param:
-    return Param(float, default, grid=True, rule=POSITIVE)
+def c_param() -> Param:
+    return Param(float, grid=True, rule=POSITIVE)
 
 
-def normalize_param(default: str) -> Param:
-    return Param(str, default, choices=NORMALIZE_CHOICES)
+def normalize_param() -> Param:
+    return Param(str, choices=NORMALIZE_CHOICES)
 
 
 def as_matrix(X) -> np.ndarray:
@@ -37,8 +41,55 @@ def as_matrix(X) -> np.ndarray:
     return X.mean(axis=tuple(range(1, X.ndim - 1))) if X.ndim > 2 else X
 
 
+def matrix_bytes(X) -> int:
+    """Bytes of `as_matrix(X)`."""
+    return 8 * len(X) * X.shape[-1]
+
+
 def normalizer(kind: str):
     return {"none": FunctionTransformer(), "l2": Normalizer(), "standard": StandardScaler()}[kind]
+
+
+def decision_values(model, X) -> np.ndarray:
+    """(n, 1) for binary or (n, k) decision values, computed chunk by chunk (X: array or CachedSplit)."""
+    parts = [np.asarray(model.decision_function(as_matrix(c)), dtype=np.float64) for c in chunks(X)]
+    values = np.concatenate(parts)
+    return values.reshape(len(values), -1)
+
+
+class Decisions(ClassifierMixin, BaseEstimator):
+    """Decision values already computed, passed through: lets CalibratedClassifierCV fit its sigmoids on
+    decision values that were computed in chunks (or streamed from a cache)."""
+
+    def __init__(self, n_classes=2):
+        self.n_classes = n_classes
+
+    def fit(self, X=None, y=None):
+        self.classes_ = np.arange(self.n_classes)
+        return self
+
+    def decision_function(self, X):
+        X = np.asarray(X)
+        return X[:, 0] if X.shape[1] == 1 else X
+
+    def predict(self, X):
+        X = np.asarray(X)
+        return (X[:, 0] > 0).astype(int) if X.shape[1] == 1 else X.argmax(axis=1)
+
+
+class PlattScaled:
+    """A fitted classifier plus per-class sigmoids (Platt scaling) fitted on validation decision values."""
+
+    def __init__(self, model, X_val, y_val: np.ndarray, n_classes: int):
+        self.model = model
+        # The frozen passthrough is never refitted, so one "fold" holding every validation row is the whole
+        # calibration set (the default 5 folds would only fail on small classes).
+        rows = np.arange(len(y_val))
+        self.calibrator = CalibratedClassifierCV(FrozenEstimator(Decisions(n_classes).fit()), method="sigmoid",
+                                                 cv=[(rows, rows)]).fit(decision_values(model, X_val), y_val)
+
+    def predict_proba(self, X) -> np.ndarray:
+        return self.calibrator.predict_proba(decision_values(self.model, X))
 
 
 class SklearnHead(Head):
@@ -57,38 +108,44 @@ class SklearnHead(Head):
     def _classifier(self, params: dict):
         """An unfitted estimator for one grid point."""
 
-    def _fitter(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray) -> Callable[[dict], tuple]:
+    def _fitter(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, params: dict) -> Callable[[dict], tuple]:
         """params -> (fitted classifier, its predictions on X_val); X and X_val are normalised."""
 
-        def fit(params):
-            classifier = self._classifier(params).fit(X, y)
+        def fit(point):
+            classifier = self._classifier(point).fit(X, y)
             return classifier, classifier.predict(X_val)
 
         return fit
 
-    def _evaluator(self, X, y, X_val, y_val):
-        X, X_val = as_matrix(X), as_matrix(X_val)
-        scaler = normalizer(self.params["normalize"]).fit(X)
-        fit = self._fitter(scaler.transform(X), y, scaler.transform(X_val))
+    def _in_memory(self, X, X_val) -> tuple[np.ndarray, np.ndarray]:
+        if isinstance(X, CachedSplit) or isinstance(X_val, CachedSplit):
+            raise self._too_big(X, X_val)
+        return as_matrix(X), as_matrix(X_val)
 
-        def evaluate(params):
-            classifier, predicted = fit(params)
+    def _too_big(self, X, X_val) -> Exception:
+        needed = 2 * (matrix_bytes(X) + matrix_bytes(X_val))
+        return InvalidInput(f"head {self.name} needs its features in memory (about {format_bytes(needed)}); "
+                            "use logreg or linear-svm, which stream from the cache")
+
+    def _evaluator(self, X, y, X_val, y_val, params):
+        X, X_val = self._in_memory(X, X_val)
+        scaler = normalizer(params["normalize"]).fit(X)
+        fit = self._fitter(scaler.transform(X), y, scaler.transform(X_val), params)
+
+        def evaluate(point):
+            classifier, predicted = fit(point)
             return Pipeline([("normalize", scaler), ("classify", classifier)]), accuracy_score(y_val, predicted)
 
         return evaluate
 
     def _adopt(self, best, X_val, y_val) -> None:
         if self.calibrated:
-            # The frozen model is never refitted, so one "fold" holding every validation row is the
-            # whole calibration set (the default 5 folds would only fail on small classes).
-            rows = np.arange(len(y_val))
-            calibration = CalibratedClassifierCV(FrozenEstimator(best), method="sigmoid", cv=[(rows, rows)])
-            best = calibration.fit(as_matrix(X_val), y_val)
+            best = PlattScaled(best, X_val, y_val, len(self.classes_))
             self.selection_["calibration"] = "sigmoid (Platt) on the validation split, after selection"
         self.model_ = best
 
-    def predict_proba(self, X) -> np.ndarray:
-        return self.model_.predict_proba(as_matrix(X))
+    def _predict_proba(self, X) -> np.ndarray:
+        return np.concatenate([self.model_.predict_proba(as_matrix(c)) for c in chunks(X)])
 
     def _save_model(self, path: Path) -> None:
         joblib.dump(self.model_, path)

@@ -106,6 +106,7 @@ def _run_blocks(run: dict, plots: list[Plot]) -> list:
         ("dataset root", dataset.get("root")), ("dataset fingerprint", dataset.get("fingerprint")),
         ("classes", ", ".join(map(str, dataset.get("classes") or []))),
         ("params", info.get("params")), ("selected params", selection.get("best_params")),
+        ("fitted with", info.get("fit")),  # a head's solver / kernel approximation / validation source
         ("seed", info.get("seed")), ("created", info.get("created")),
         *((f"timing: {k}", v) for k, v in (metrics.get("timing") or {}).items()),
         ("versions", info.get("versions")),
