@@ -15,16 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from featpipe import runtime  # noqa: F401  (quiets TensorFlow's start-up logs before Keras is imported)
 import keras
 import tensorflow as tf
 
+from featpipe.choices import OPTIMIZERS
 from featpipe.errors import FeatpipeError
 from featpipe.heads.base import (
     AT_LEAST_ONE, FRACTION, NON_NEGATIVE, NORMALIZE_CHOICES, POSITIVE, CachedSplit, Head, Param, as_class_probs,
     store_params,
 )
 from featpipe.heads.estimators import VALIDATION_FRACTION
+from featpipe.model_parts import make_optimizer
 
 # Rows read from the cache per chunk when streaming; the shuffle buffer when training.
 STREAM_ROWS = 1024
@@ -90,23 +91,11 @@ def build_model(feature_shape: tuple[int, ...], n_classes: int, params: dict, tr
     outputs = keras.layers.Dense(1 if binary else n_classes, activation="sigmoid" if binary else "softmax",
                                  dtype="float32", name="probabilities")(x)
     model = keras.Model(inputs, outputs, name="dense_head")
-    optimizer = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}[params["optimizer"]]
     # Several steps per call: on a CPU the per-step Python overhead rivals the maths of a model this small.
-    model.compile(optimizer=optimizer(params["learning_rate"]),
+    model.compile(optimizer=make_optimizer(params["optimizer"], params["learning_rate"]),
                   loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy", metrics=["accuracy"],
                   steps_per_execution=STEPS_PER_EXECUTION)
     return model
-
-
-def class_probabilities(p):
-    """A sigmoid unit p -> [1 - p, p] inside a Keras graph, so a binary model outputs one column per class.
-
-    A frozen built-in Dense layer: a saved model that uses it loads with no custom code.
-    """
-    layer = keras.layers.Dense(2, dtype="float32", trainable=False, name="class_probabilities")
-    outputs = layer(p)
-    layer.set_weights([np.array([[-1.0, 1.0]]), np.array([1.0, 0.0])])
-    return outputs
 
 
 class DenseHead(Head):
@@ -119,7 +108,7 @@ class DenseHead(Head):
         "units": Param(int, grid=True, rule=AT_LEAST_ONE),
         "dropout": Param(float, grid=True, rule=FRACTION),
         "learning_rate": Param(float, grid=True, rule=POSITIVE),
-        "optimizer": Param(str, choices=("rmsprop", "adam")),
+        "optimizer": Param(str, choices=tuple(OPTIMIZERS)),
         "epochs": Param(int, rule=AT_LEAST_ONE),
         "patience": Param(int, rule=NON_NEGATIVE),
         "batch_size": Param(int, rule=AT_LEAST_ONE),
