@@ -183,12 +183,15 @@ def extract(
     workers: int = 1,
     gpus: list[str] | None = None,
     part_rows: int | None = None,
+    engine=None,
 ) -> ExtractResult:
     """Extract features for `splits` (default: all) unless this exact extraction is cached already.
 
     `workers` > 1 runs that many worker processes on the CPU; `gpus` (CUDA device ids) one worker process per
     GPU. Either way the missing parts are divided between them and one cache file is assembled. `part_rows`
-    overrides the part size (rows per part file) of a new extraction.
+    overrides the part size (rows per part file) of a new extraction. `engine` runs the missing parts
+    elsewhere (featpipe.ray_engine.RayEngine): its `workers()` sizes the parts, `run(job, parts, workdir,
+    progress)` extracts them and returns their figures; the cache is assembled here all the same.
     """
     job = plan_extraction(data, backbone, cache_dir, splits=splits, pooling=pooling, dtype=dtype,
                           batch_size=batch_size, compression=compression,
@@ -200,10 +203,12 @@ def extract(
     with workdir.lock():
         if final.exists():  # another process finished it while we were starting
             return _result(final, cached=True)
-        workdir.open(job.manifest(device, len(devices), None, part_rows))
+        workdir.open(job.manifest(device, engine.workers() if engine else len(devices), None, part_rows))
         todo = workdir.missing(workdir.plan())
         stats = {}
-        if todo and len(devices) == 1 and devices[0] is None:
+        if todo and engine:
+            stats = engine.run(job.job(), todo, workdir, progress=progress)
+        elif todo and len(devices) == 1 and devices[0] is None:
             stats = run_parts(job, todo, progress=progress)
         elif todo:
             from featpipe.distribute import run_local_workers
@@ -285,13 +290,14 @@ def compiled_forward(model: keras.Model):
 
 
 def run_parts(job: Extraction, parts: list[Part], *, progress: bool = True, threads: int | None = None,
-              label: str = "") -> dict:
+              label: str = "", forward=None) -> dict:
     """Extract `parts` in this process: tf.data reads and decodes, the compiled model maps, a background
     thread writes each part as soon as its rows have gone by. Returns the writer's figures.
 
-    On an interrupt, the parts already finished are still written before the exception goes on.
+    On an interrupt, the parts already finished are still written before the exception goes on. A worker that
+    runs part after part passes its `forward` (compiled_forward of the feature model) to trace it only once.
     """
-    forward = compiled_forward(job.backbone.feature_model(job.pooling))
+    forward = forward or compiled_forward(job.backbone.feature_model(job.pooling))
     writer = PartWriter(job.workdir.path, job.key)
     try:
         for split, split_parts in groupby(parts, key=lambda p: p.split):

@@ -20,6 +20,16 @@ EXIT_ERROR, EXIT_TERMINATED = 1, 143
 
 def run_job(job: dict, parts: list[Part], *, threads: int | None = None, progress: bool = False) -> dict:
     """Extract `parts` of the extraction `job` describes (Extraction.job()); returns the writer's figures."""
+    from featpipe.extract import run_parts
+
+    return run_parts(load_job(job, threads=threads), parts, progress=progress, threads=threads)
+
+
+def load_job(job: dict, *, threads: int | None = None):
+    """Rebuild the Extraction (dataset, base with its model loaded) that `job` describes, in this process.
+
+    Long-lived workers (a Ray actor) call it once and then run many parts with featpipe.extract.run_parts.
+    """
     import keras
     import tensorflow as tf
 
@@ -31,7 +41,7 @@ def run_job(job: dict, parts: list[Part], *, threads: int | None = None, progres
 
     from featpipe.backbones import load_backbone
     from featpipe.data import load_image_folder
-    from featpipe.extract import plan_extraction, run_parts
+    from featpipe.extract import plan_extraction
 
     data = load_image_folder(**job["data"])
     recipe = job["backbone"]
@@ -43,7 +53,7 @@ def run_job(job: dict, parts: list[Part], *, threads: int | None = None, progres
         crop_to_aspect_ratio=job["crop_to_aspect_ratio"], content_hash=job["content_hash"])
     if extraction.key != job["key"]:
         raise FeatpipeError("the dataset or the base changed since this extraction was planned; run it again")
-    return run_parts(extraction, parts, progress=progress, threads=threads)
+    return extraction
 
 
 def _terminate(signum, frame):
