@@ -70,21 +70,6 @@ def test_without_ray_the_engine_says_what_to_install(monkeypatch, dataset, tiny_
         'featpipe: error: --engine ray needs Ray, which is not installed: pip install "featpipe[ray]"']
 
 
-def test_cli_on_ray_equals_one_process(ray_cluster, corrupt_dataset, tiny_model_file, tmp_path, whole):
-    args = ["extract", str(corrupt_dataset), "-b", tiny_model_file, "--cache-dir", str(tmp_path / "ray"),
-            "--batch-size", "3", "--part-rows", "4", "--engine", "ray", "--json"]
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["cached"] is False and summary["rows"] == {"train": 12, "validation": 6, "test": 6}
-    assert "ray (1 actor): 27/27 images" in result.stderr
-    assert_same_cache(summary["cache"], whole.path)
-    assert ray_cluster.is_initialized()  # the session's Ray is not the command's to stop
-    again = CliRunner().invoke(main, args)
-    assert again.exit_code == 0 and json.loads(again.stdout.strip().splitlines()[-1])["cached"] is True
-    assert CliRunner().invoke(main, [*args, "--shard", "0/2"]).exit_code == 2
-
-
 def _kill_twice(ray, partial_glob, stop: threading.Event) -> None:
     """Kill the only actor once it has committed a part, then its replacement as soon as it exists."""
     while not stop.is_set() and not list(partial_glob()):
@@ -98,8 +83,8 @@ def _kill_twice(ray, partial_glob, stop: threading.Event) -> None:
                 time.sleep(0.01)
 
 
-def test_killed_actors_mean_a_retry_then_a_named_part_and_a_resumable_run(
-        ray_cluster, corrupt_dataset, tiny_model_file, tmp_path, whole, caplog, capsys):
+def test_killed_actors_mean_a_retry_then_a_named_part_and_the_cli_rerun_does_the_rest(
+        ray_cluster, corrupt_dataset, tiny_model_file, tmp_path, whole, caplog):
     data, base = load_image_folder(corrupt_dataset), load_backbone(tiny_model_file)
     cache = tmp_path / "ray"
     stop = threading.Event()
@@ -116,7 +101,15 @@ def test_killed_actors_mean_a_retry_then_a_named_part_and_a_resumable_run(
     partial = next(cache.glob("*.partial"))
     assert len(list(partial.glob("*.h5"))) == 8 - 1 and not list(cache.glob("*.h5"))  # nothing looks finished
 
-    resumed = extract(data, base, cache, batch_size=4, engine=RayEngine())  # the first layout is kept
-    assert re.search(r"ray \(1 actor\) \(resuming: 7 of 8 parts already done\): ([234])/\1 images",
-                     capsys.readouterr().err)
-    assert_same_cache(resumed.path, whole.path)
+    args = ["extract", str(corrupt_dataset), "-b", tiny_model_file, "--cache-dir", str(cache), "--batch-size", "3",
+            "--engine", "ray", "--json"]
+    rerun = CliRunner().invoke(main, args)
+    assert rerun.exit_code == 0, rerun.output
+    assert re.search(r"ray \(1 actor\) \(resuming: 7 of 8 parts already done\): ([234])/\1 images", rerun.stderr)
+    summary = json.loads(rerun.stdout.strip().splitlines()[-1])
+    assert summary["cached"] is False and summary["rows"] == {"train": 12, "validation": 6, "test": 6}
+    assert_same_cache(summary["cache"], whole.path)
+    assert ray_cluster.is_initialized()  # the session's Ray is not the command's to stop
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and json.loads(again.stdout.strip().splitlines()[-1])["cached"] is True
+    assert CliRunner().invoke(main, [*args, "--shard", "0/2"]).exit_code == 2
