@@ -14,6 +14,7 @@ hands the next task to an actor that has died.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ MAX_ATTEMPTS = 3
 # processes of a few cores each beat one process with every core of a large node.
 CPU_ACTOR_CPUS = 4
 INSTALL_HINT = 'pip install "featpipe[ray]"'
+NICENESS = "RAY_worker_niceness"
 
 
 def import_ray():
@@ -76,16 +78,14 @@ def plan_actors(nodes: list[dict], cpus_per_actor: int | None = None) -> ActorSh
 class PartExtractor:
     """One actor's state: the extraction rebuilt from its job once, then `run` part after part.
 
-    A GPU actor sees only its own GPU (Ray sets CUDA_VISIBLE_DEVICES for num_gpus=1), with memory growth; a
-    CPU actor hides any GPU of its node from TensorFlow and keeps to its `threads`.
+    A GPU actor sees only its own GPU (Ray sets CUDA_VISIBLE_DEVICES for num_gpus=1, and no other actor gets
+    it); a CPU actor hides any GPU of its node from TensorFlow and keeps to its `threads`.
     """
 
     def __init__(self, job: dict, threads: int | None, gpu: bool):
-        from featpipe import runtime
+        if not gpu:
+            from featpipe import runtime
 
-        if gpu:
-            runtime.configure("auto")  # memory growth on its one GPU; load_job then sets the job's precision
-        else:
             runtime.hide_gpus()
         from featpipe.extract import compiled_forward
         from featpipe.worker import load_job
@@ -132,18 +132,28 @@ class RayEngine:
             ray = import_ray()
             start = time.perf_counter()
             if not ray.is_initialized():
-                try:
-                    ray.init(address=self.address, include_dashboard=False, logging_level=logging.WARNING)
-                except (ConnectionError, ValueError, RuntimeError) as e:
-                    where = self.address or "RAY_ADDRESS / this node"
-                    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                    raise FeatpipeError(f"cannot connect to the Ray cluster at {where}: {first}") from None
+                self._init(ray)
                 self._owns_ray = True
             self.start_seconds = time.perf_counter() - start
             nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
             self._shape = plan_actors(nodes, self.cpus_per_actor)
             log.info("%s", self._shape.describe())
         return self._shape
+
+    def _init(self, ray) -> None:
+        # Ray runs its workers at nice 15; the actors are this job's whole work, so a local cluster started here
+        # runs them at the driver's priority (RAY_worker_niceness is read by the raylet this call may start; it
+        # does nothing to a cluster that is already running, whose operator sets it with `ray start`).
+        saved = os.environ.get(NICENESS)
+        os.environ[NICENESS] = saved or "0"
+        try:
+            ray.init(address=self.address, include_dashboard=False, logging_level=logging.WARNING)
+        except (ConnectionError, ValueError, RuntimeError) as e:
+            where = self.address or "RAY_ADDRESS / this node"
+            raise FeatpipeError(f"cannot connect to the Ray cluster at {where}: {_first_line(e)}") from None
+        finally:
+            if saved is None:
+                del os.environ[NICENESS]
 
     @property
     def gpus(self) -> bool:

@@ -63,8 +63,9 @@ def extract(data, backbone, weights, image_size, preprocess, precision, seed, ca
     if engine == "ray":
         from featpipe.ray_engine import RayEngine
 
-        if shard_kn:
-            raise click.UsageError("--shard is for job arrays; --engine ray divides the work itself")
+        if shard_kn or devices != "all" or workers != 1:
+            raise click.UsageError("--engine ray places its own actors (one per GPU of the cluster); "
+                                   "--shard, --devices and --workers are for the local engine")
         ray = click.get_current_context().with_resource(RayEngine(ray_address))
         precision = ray.precision(precision)  # for the actors' devices; connects to (or starts) the cluster
     elif ray_address:
