@@ -289,15 +289,20 @@ def compiled_forward(model: keras.Model):
     return tf.function(lambda images: model(images, training=False), input_signature=[spec])
 
 
+def job_forward(job: Extraction):
+    """The compiled forward call of the extraction's feature model: what maps image batches to features."""
+    return compiled_forward(job.backbone.feature_model(job.pooling))
+
+
 def run_parts(job: Extraction, parts: list[Part], *, progress: bool = True, threads: int | None = None,
               label: str = "", forward=None) -> dict:
     """Extract `parts` in this process: tf.data reads and decodes, the compiled model maps, a background
     thread writes each part as soon as its rows have gone by. Returns the writer's figures.
 
     On an interrupt, the parts already finished are still written before the exception goes on. A worker that
-    runs part after part passes its `forward` (compiled_forward of the feature model) to trace it only once.
+    runs part after part passes its `forward` (job_forward) to build and trace it only once.
     """
-    forward = forward or compiled_forward(job.backbone.feature_model(job.pooling))
+    forward = forward or job_forward(job)
     writer = PartWriter(job.workdir.path, job.key)
     try:
         for split, split_parts in groupby(parts, key=lambda p: p.split):

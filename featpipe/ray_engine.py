@@ -87,14 +87,14 @@ class PartExtractor:
             from featpipe import runtime
 
             runtime.hide_gpus()
-        from featpipe.extract import compiled_forward
+        from featpipe.extract import job_forward
         from featpipe.worker import load_job
 
         self.threads = threads
         self.error: FeatpipeError | None = None
         try:
             self.extraction = load_job(job, threads=threads)
-            self.forward = compiled_forward(self.extraction.backbone.feature_model(self.extraction.pooling))
+            self.forward = job_forward(self.extraction)
         except FeatpipeError as e:  # the same for every actor: raised by `run`, where the driver stops on it
             self.error = e
 
