@@ -198,7 +198,7 @@ class RayEngine:
         title = f"ray ({shape.count} actor{'s' * (shape.count != 1)})"
         if len(parts) < plan:
             title += f" (resuming: {plan - len(parts)} of {plan} parts already done)"
-        run = _Run(ray, job, shape, parts, self.max_attempts,
+        run = _Run(ray, job, shape, parts, workdir, self.max_attempts,
                    Progress(sum(p.rows for p in parts), title) if progress else None)
         try:
             run.loop()
@@ -218,8 +218,10 @@ class RayEngine:
 class _Run:
     """One pass over the parts: at most one part in flight per actor, dead actors replaced while work remains."""
 
-    def __init__(self, ray, job: dict, shape: ActorShape, parts: list[Part], max_attempts: int, meter):
+    def __init__(self, ray, job: dict, shape: ActorShape, parts: list[Part], workdir: WorkDir, max_attempts: int,
+                 meter):
         self.ray, self.job, self.shape, self.max_attempts, self.meter = ray, job, shape, max_attempts, meter
+        self.workdir = workdir
         self.actor_class = ray.remote(PartExtractor)
         self.queue = deque(parts)
         self.attempts: Counter = Counter()
@@ -252,17 +254,22 @@ class _Run:
             try:
                 self.stats.update(ray.get(ref))
             except ray.exceptions.RayActorError as e:
-                self._retry(part, f"its actor died: {_first_line(e)}")
+                # The actor is gone; its part's file may have reached the disk just before: then it is done.
+                lost = bool(self.workdir.missing([part]))
+                if lost:
+                    self._retry(part, f"its actor died: {_first_line(e)}")
                 if self.queue:
                     self.idle.append(self._new_actor())
-                continue
+                if lost:
+                    continue
             except ray.exceptions.RayTaskError as e:
                 if isinstance(e.cause, FeatpipeError):
                     raise FeatpipeError(str(e.cause)) from None
                 self._retry(part, f"{type(e.cause).__name__}: {_first_line(e.cause)}")
                 self.idle.append(actor)
                 continue
-            self.idle.append(actor)
+            else:
+                self.idle.append(actor)
             self.failures_in_a_row = 0
             if self.meter:
                 self.meter.update(part.rows)
