@@ -181,6 +181,7 @@ def extract(
     workers: int = 1,
     gpus: list[str] | None = None,
     part_rows: int | None = None,
+    engine=None,
 ) -> ExtractResult:
     """Extract features for `splits` (default: all) unless this exact extraction is cached already.
 
@@ -188,6 +189,9 @@ def extract(
     GPU. Either way the missing parts are divided between them and one cache file is assembled. `part_rows`
     overrides the part size (rows per part file) of a new extraction. `precision` is the one `backbone` was
     built under (auto: mixed float16 on a GPU).
+    `engine` runs the missing parts elsewhere (featpipe.ray_engine.RayEngine): its `workers()` sizes the
+    parts, `run(job, parts, workdir, progress)` extracts them and returns their figures; the cache is
+    assembled here all the same.
     """
     start = time.perf_counter()
     job = plan_extraction(data, backbone, cache_dir, splits=splits, pooling=pooling, dtype=dtype,
@@ -201,10 +205,12 @@ def extract(
     with workdir.lock():
         if final.exists():  # another process finished it while we were starting
             return _result(final, cached=True)
-        workdir.open(job.manifest(device, len(devices), None, part_rows))
+        workdir.open(job.manifest(device, engine.workers() if engine else len(devices), None, part_rows))
         todo = workdir.missing(workdir.plan())
         stats = {}
-        if todo and len(devices) == 1 and devices[0] is None:
+        if todo and engine:
+            stats = engine.run(job.job(), todo, workdir, progress=progress)
+        elif todo and len(devices) == 1 and devices[0] is None:
             stats = run_parts(job, todo, progress=progress, setup_seconds=time.perf_counter() - start)
         elif todo:
             from featpipe.distribute import run_local_workers
@@ -280,18 +286,24 @@ def _check_options(data, splits, pooling, dtype, batch_size, compression) -> lis
     return splits
 
 
+def job_forward(job: Extraction):
+    """The compiled forward call of the extraction's feature model: what maps image batches to features."""
+    with runtime.precision_scope(job.precision):
+        return compiled_forward(job.backbone.feature_model(job.pooling))
+
+
 def run_parts(job: Extraction, parts: list[Part], *, progress: bool = True, threads: int | None = None,
-              label: str = "", setup_seconds: float = 0.0) -> dict:
+              label: str = "", setup_seconds: float = 0.0, forward=None) -> dict:
     """Extract `parts` in this process: tf.data reads and decodes, the compiled model maps, a background
     thread writes each part as soon as its rows have gone by. Returns the writer's figures.
 
     `setup_seconds` (what the caller spent getting here: listing, fingerprinting, loading) is counted in the
-    first part's seconds, so that the cache's recorded cost is the whole wall time. On an interrupt, the parts
+    first part's seconds, so that the cache's recorded cost is the whole wall time. A worker that runs part
+    after part passes its `forward` (job_forward) to build and trace it only once. On an interrupt, the parts
     already finished are still written before the exception goes on.
     """
     start = time.perf_counter()
-    with runtime.precision_scope(job.precision):
-        forward = compiled_forward(job.backbone.feature_model(job.pooling))
+    forward = forward or job_forward(job)
     writer = PartWriter(job.workdir.path, job.key)
     setup = setup_seconds + time.perf_counter() - start
     try:

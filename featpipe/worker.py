@@ -26,7 +26,19 @@ def run_job(job: dict, parts: list[Part], *, threads: int | None = None, progres
 
     The worker's own start-up (loading the dataset listing and the base) is counted in its first part.
     """
+    from featpipe.extract import run_parts
+
     start = time.perf_counter()
+    extraction = load_job(job, threads=threads)
+    return run_parts(extraction, parts, progress=progress, threads=threads,
+                     setup_seconds=time.perf_counter() - start)
+
+
+def load_job(job: dict, *, threads: int | None = None):
+    """Rebuild the Extraction (dataset, base with its model loaded) that `job` describes, in this process.
+
+    Long-lived workers (a Ray actor) call it once and then run many parts with featpipe.extract.run_parts.
+    """
     import tensorflow as tf
 
     if threads:
@@ -36,7 +48,7 @@ def run_job(job: dict, parts: list[Part], *, threads: int | None = None, progres
     from featpipe import runtime
     from featpipe.backbones import load_backbone
     from featpipe.data import load_image_folder
-    from featpipe.extract import plan_extraction, run_parts
+    from featpipe.extract import plan_extraction
 
     data = load_image_folder(**job["data"])
     recipe = job["backbone"]
@@ -52,8 +64,7 @@ def run_job(job: dict, parts: list[Part], *, threads: int | None = None, progres
         precision=job["precision"])
     if extraction.key != job["key"]:
         raise FeatpipeError("the dataset or the base changed since this extraction was planned; run it again")
-    return run_parts(extraction, parts, progress=progress, threads=threads,
-                     setup_seconds=time.perf_counter() - start)
+    return extraction
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:

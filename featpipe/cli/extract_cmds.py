@@ -33,11 +33,17 @@ from featpipe.cli.options import backbone_options, echo_json, json_option, load_
 @click.option("--part-rows", type=click.IntRange(min=1),
               help="Rows per part file of a new extraction (the unit of work and resume; default: up to 4096 "
                    "rows and 64 MiB).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: processes of this node (--devices, --workers); ray: a Ray cluster, one actor per GPU "
+                   "(needs featpipe[ray]; data and cache dir on a filesystem every node sees).")
+@click.option("--ray-address", metavar="ADDRESS",
+              help="Ray cluster for --engine ray (default: RAY_ADDRESS, else the cluster `ray start` began on "
+                   "this node, else a new local one).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @json_option
 def extract(data, backbone, weights, image_size, preprocess, precision, seed, cache_dir, splits, val_fraction,
             pooling, dtype, batch_size, crop_to_aspect_ratio, compression, hash_content, devices, workers, shard,
-            part_rows, quiet, as_json):
+            part_rows, engine, ray_address, quiet, as_json):
     """Run a frozen base once over each split of DATA (DATA/<split>/<class>/<image>) into the HDF5 cache.
 
     \b
@@ -46,6 +52,7 @@ def extract(data, backbone, weights, image_size, preprocess, precision, seed, ca
       featpipe extract data/flowers --backbone xception_41_imagenet --val-fraction 0.2 --pooling none
       featpipe extract data/imagenet -b keras:ResNet50 --devices all        # one worker per GPU
       featpipe extract data/imagenet -b keras:ResNet50 --shard 3/16         # one task of a job array
+      featpipe extract data/imagenet -b keras:ResNet50 --engine ray         # on the Ray cluster
     """
     from featpipe.worker import limit_malloc_arenas
 
@@ -56,8 +63,19 @@ def extract(data, backbone, weights, image_size, preprocess, precision, seed, ca
     from featpipe.extract import extract_shard
 
     shard_kn = _parse_shard(shard)
-    workers_at = [None] if shard_kn else select_devices(devices, workers, len(runtime.gpus()))
-    gpus_in_workers = any(d is not None for d in workers_at)
+    ray = None
+    if engine == "ray":
+        from featpipe.ray_engine import RayEngine
+
+        if shard_kn or devices != "all" or workers != 1:
+            raise click.UsageError("--engine ray places its own actors (one per GPU of the cluster); "
+                                   "--shard, --devices and --workers are for the local engine")
+        ray = click.get_current_context().with_resource(RayEngine(ray_address))
+        precision = ray.precision(precision)  # for the actors' devices; connects to (or starts) the cluster
+    elif ray_address:
+        raise click.UsageError("--ray-address needs --engine ray")
+    workers_at = [None] if shard_kn or ray else select_devices(devices, workers, len(runtime.gpus()))
+    gpus_in_workers = any(d is not None for d in workers_at) or bool(ray and ray.gpus)
     dataset, base, device = load_dataset_and_backbone(data, val_fraction, seed, precision, backbone, weights,
                                                       image_size, preprocess, gpus_in_workers=gpus_in_workers)
     options = dict(splits=splits.split(",") if splits else None, pooling=pooling, dtype=dtype,
@@ -67,6 +85,9 @@ def extract(data, backbone, weights, image_size, preprocess, precision, seed, ca
     if shard_kn:
         result = extract_shard(dataset, base, cache_dir, shard=shard_kn, **options)
         _print_shard(result)
+    elif ray:
+        result = run_extract(dataset, base, cache_dir, engine=ray, **{**options, "device": ray.describe()})
+        _print_result(result)
     else:
         result = run_extract(dataset, base, cache_dir, workers=len(workers_at) if not gpus_in_workers else 1,
                              gpus=workers_at if gpus_in_workers else None, **options)
