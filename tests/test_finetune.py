@@ -252,7 +252,9 @@ def test_the_head_is_seeded_explicitly_not_by_global_state(dataset, tiny_model_f
 
 # Two logical CPUs must be configured before TensorFlow initialises, hence a fresh interpreter. The run is made
 # the way a GPU node makes it (mixed precision, augmentation inside the model), interrupted in the fine-tune
-# phase, then resumed by a new FineTuner in the same process (a second MirroredStrategy fit there too).
+# phase, then resumed by a new FineTuner in the same process (a second MirroredStrategy fit there too). The
+# random base overflows float16 in the fine-tune phase: the step must be skipped on both replicas, not turn the
+# weights into NaN (what Keras' own loss scaling does under MirroredStrategy).
 _MIRRORED = """
 import json, os, sys
 import tensorflow as tf
@@ -278,7 +280,7 @@ class Probe(EpochLog):
 model_file, data_dir, runs_dir = sys.argv[2:5]
 data = load_image_folder(data_dir)
 params = dict(devices=["/cpu:0", "/cpu:1"], batch_size=4, epochs=1, fine_tune_epochs=2, unfreeze="top:2",
-              augment_in_model=True)
+              precision="mixed", augment_in_model=True)
 first = Probe(interrupt_after=1)
 try:
     run_finetune(data, tiny_tuner(model_file, **params), runs_dir, callbacks=[first])
@@ -294,9 +296,8 @@ print(json.dumps({
     "run_dir": str(result.run_dir), "begun": [first.begun, second.begun], "strategies": first.strategies + second.strategies,
     "mirrored": first.mirrored and second.mirrored, "rates": first.rates + second.rates, "batches": second.batches,
     "continues": bool(np.array_equal(second.kernels["begin"][0], first.kernels["end"][-1])),
+    "finite": all(np.isfinite(w).all() for w in tuner.model_.get_weights()),
     "bn_unchanged": all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(bn.weights, original.weights)),
-    "conv2_trained": not np.array_equal(tuner.base_.get_layer("conv2").kernel.numpy(),
-                                        tuner.backbone.model.get_layer("conv2").kernel.numpy()),
     "proba": tuner.model_(images).numpy().tolist(),
 }), flush=True)
 os._exit(0)  # skips TensorFlow's teardown, which lingers for many seconds after an interrupted mirrored fit
@@ -320,13 +321,13 @@ def test_mirrored_strategy_over_two_devices_trains_resumes_and_records_the_globa
     # 8 training images, 4 per device on 2 replicas: one global batch of 8 per epoch.
     assert out["batches"] == [0]
     # Interrupted after the first fine-tune epoch; the new run does only the last one, from where it stopped.
-    assert out["begun"] == [[0, 1], [2]] and out["continues"]
-    assert out["bn_unchanged"] and out["conv2_trained"]
+    assert out["begun"] == [[0, 1], [2]] and out["continues"] and out["finite"]
+    assert out["bn_unchanged"]  # the base's BatchNormalization ran in inference mode on both replicas
     loaded = runs.load_run(out["run_dir"])
     info = loaded["run"]
     assert info["distribution"] == {"strategy": "MirroredStrategy", "replicas": 2, "devices": ["/cpu:0", "/cpu:1"],
                                     "per_device_batch_size": 4, "global_batch_size": 8}
-    assert info["params"]["batch_size"] == 4
+    assert info["params"]["batch_size"] == 4 and info["compute_dtype"] == "float16"
     assert len(loaded["history"]["loss"]) == 3 and np.isfinite(loaded["history"]["loss"]).all()
     # The exported model loads in this (single-device) process and predicts what the mirrored model did.
     proba = keras.saving.load_model(Path(out["run_dir"]) / "model.keras")(images).numpy()

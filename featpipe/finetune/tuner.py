@@ -62,6 +62,23 @@ class InferenceMode(keras.layers.Layer):
         return self.base.compute_output_shape(input_shape)
 
 
+class ReplicaAgreedLossScale(keras.optimizers.LossScaleOptimizer):
+    """Keras' dynamic loss scaling with the skip-or-apply decision agreed by every replica.
+
+    Keras 3 (3.15) takes the first replica's verdict on its own gradients, before they are all-reduced: when
+    another replica's overflowed, the step applies inf/NaN and the weights are lost. Overflow is routine
+    while the scale settles, so every replica's verdict is all-reduced: a step any replica overflowed is skipped.
+    """
+
+    def check_finite(self, grads):
+        finite = super().check_finite(grads)
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return finite
+        overflowed = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(finite), tf.float32))
+        return tf.equal(overflowed, 0.0)
+
+
 class FineTuner:
     """Augmentation + frozen base + new head, then fine-tuning: scikit-learn habits, Keras underneath.
 
@@ -281,8 +298,10 @@ class FineTuner:
         self.trainable_params_[phase] = int(sum(np.prod(w.shape) for w in self.training_model_.trainable_weights))
 
     def _compile(self, learning_rate: float) -> None:
-        self.training_model_.compile(optimizer=make_optimizer(self.optimizer, learning_rate), loss=self.loss_,
-                                     metrics=["accuracy"])
+        optimizer = make_optimizer(self.optimizer, learning_rate)
+        if self.distribution_["replicas"] > 1 and self.training_model_.dtype_policy.name == "mixed_float16":
+            optimizer = ReplicaAgreedLossScale(optimizer)  # else compile wraps it in Keras' own loss scaling
+        self.training_model_.compile(optimizer=optimizer, loss=self.loss_, metrics=["accuracy"])
 
     def _restore(self, progress: ResumeState) -> None:
         # The inference model holds every trained weight but no optimizer, so best weights load anywhere.
