@@ -91,8 +91,8 @@ class FineTuner:
 
     `devices` says where training runs: None means every visible GPU. Two or more devices train under
     `tf.distribute.MirroredStrategy` (one replica each, `batch_size` images per replica per step); one named
-    device under `OneDeviceStrategy`; None on a machine with at most one GPU keeps TensorFlow's default
-    strategy, the single-device path unchanged.
+    device under `OneDeviceStrategy`; None on a machine with at most one GPU uses no strategy at all, the
+    single-device path unchanged.
     """
 
     def __init__(self, backbone: Backbone, *, augment: str | None = DEFAULT_AUGMENT, pooling: str = "avg",
