@@ -40,6 +40,9 @@ def test_finetune_writes_a_run_as_asked_and_reuses_it(tmp_path, dataset, tiny_mo
                               "augment": "flip=vertical", "pooling": "max", "epochs": 1, "fine_tune_epochs": 1,
                               "batch_size": 8}
     assert info["name"].startswith("finetune-tiny.keras-32-") and info["compute_dtype"] == "float32"
+    # --batch-size is per device; on this one-device machine it is the global batch, with no strategy.
+    assert info["distribution"] == {"strategy": "none", "replicas": 1, "devices": [], "per_device_batch_size": 8,
+                                    "global_batch_size": 8}
     assert [phase["name"] for phase in history["phases"]] == ["frozen", "fine-tune"]
     # What it prints is what it measured.
     assert summary["val_accuracy"] == metrics["validation"]["accuracy"]

@@ -3,9 +3,16 @@ and the exported model."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import make_dataset, tiny_cnn
 from finetune_fixtures import EpochLog, tiny_tuner
 from plain_keras import outputs_without_featpipe
@@ -106,6 +113,9 @@ def test_run_directory_has_the_shared_format_with_both_phases(finished):
     assert set(timing["phase_seconds"]) == {"frozen", "fine-tune"} and timing["extract_seconds"] == 0
     assert timing["total_seconds"] >= timing["fit_seconds"] == pytest.approx(sum(timing["phase_seconds"].values()))
     assert timing["images_per_second"] > 0
+    # One device (this CPU): no strategy at all, one replica, the batch size is the global batch.
+    assert info["distribution"] == {"strategy": "none", "replicas": 1, "devices": [], "per_device_batch_size": 8,
+                                    "global_batch_size": 8}
     assert not (result.run_dir / CHECKPOINT_DIR).exists()  # checkpoints go once the run is complete
 
 
@@ -255,3 +265,110 @@ def test_a_damaged_checkpoint_is_discarded_with_a_warning(tmp_path, damage):
     with pytest.warns(UserWarning, match="discarding the fine-tuning checkpoint"):
         state = ResumeState(tmp_path)
     assert state.epochs == [] and state.last is None
+
+
+# Two logical CPUs must be configured before TensorFlow initialises, hence a fresh interpreter. The run is made
+# the way a GPU node makes it (mixed precision, augmentation inside the model), interrupted in the fine-tune
+# phase, then resumed by a new FineTuner in the same process (a second MirroredStrategy fit there too). The
+# random base overflows float16 in the fine-tune phase: the step must be skipped on both replicas, not turn the
+# weights into NaN (what Keras' own loss scaling does under MirroredStrategy).
+_MIRRORED = """
+import json, os, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.path.insert(0, sys.argv[1])
+import keras, numpy as np
+from finetune_fixtures import EpochLog, tiny_tuner
+from featpipe.data import load_image_folder
+from featpipe.finetune import run_finetune
+
+class Probe(EpochLog):
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self.strategies = getattr(self, "strategies", []) + [type(self.model.distribute_strategy).__name__]
+        self.mirrored = isinstance(self.model.get_layer("dense").kernel.value, tf.distribute.DistributedValues)
+        rate = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        self.rates = getattr(self, "rates", []) + [float(rate)]
+        self.batches = []
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches.append(batch)
+
+model_file, data_dir, runs_dir = sys.argv[2:5]
+data = load_image_folder(data_dir)
+params = dict(devices=["/cpu:0", "/cpu:1"], batch_size=4, epochs=1, fine_tune_epochs=2, unfreeze="top:2",
+              precision="mixed", augment_in_model=True)
+first = Probe(interrupt_after=1)
+try:
+    run_finetune(data, tiny_tuner(model_file, **params), runs_dir, callbacks=[first])
+    sys.exit("not interrupted")
+except KeyboardInterrupt:
+    pass
+second = Probe()
+tuner = tiny_tuner(model_file, **params)
+result = run_finetune(data, tuner, runs_dir, callbacks=[second])
+bn, original = tuner.base_.get_layer("bn1"), tuner.backbone.model.get_layer("bn1")
+images = np.load(sys.argv[5])
+print(json.dumps({
+    "run_dir": str(result.run_dir), "begun": [first.begun, second.begun], "strategies": first.strategies + second.strategies,
+    "mirrored": first.mirrored and second.mirrored, "rates": first.rates + second.rates, "batches": second.batches,
+    "continues": bool(np.array_equal(second.kernels["begin"][0], first.kernels["end"][-1])),
+    "finite": all(np.isfinite(w).all() for w in tuner.model_.get_weights()),
+    "bn_unchanged": all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(bn.weights, original.weights)),
+    "proba": tuner.model_(images).numpy().tolist(),
+}), flush=True)
+os._exit(0)  # skips TensorFlow's teardown, which lingers for many seconds after an interrupted mirrored fit
+"""
+
+
+def test_mirrored_strategy_over_two_devices_trains_resumes_and_records_the_global_batch(tmp_path, tiny_model_file):
+    data = make_dataset(tmp_path / "data", per_split={"train": 4, "validation": 2, "test": 2})
+    images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    np.save(tmp_path / "images.npy", images)
+    done = subprocess.run(
+        [sys.executable, "-c", _MIRRORED, str(Path(__file__).parent), tiny_model_file, str(data),
+         str(tmp_path / "runs"), str(tmp_path / "images.npy")],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    # Both phases and the resumed one ran under the strategy, on mirrored variables, at their own learning rates.
+    assert out["strategies"] == ["MirroredStrategy"] * 3 and out["mirrored"]
+    assert out["rates"] == pytest.approx([1e-3, 1e-5, 1e-5])
+    # 8 training images, 4 per device on 2 replicas: one global batch of 8 per epoch.
+    assert out["batches"] == [0]
+    # Interrupted after the first fine-tune epoch; the new run does only the last one, from where it stopped.
+    assert out["begun"] == [[0, 1], [2]] and out["continues"] and out["finite"]
+    assert out["bn_unchanged"]  # the base's BatchNormalization ran in inference mode on both replicas
+    loaded = runs.load_run(out["run_dir"])
+    info = loaded["run"]
+    assert info["distribution"] == {"strategy": "MirroredStrategy", "replicas": 2, "devices": ["/cpu:0", "/cpu:1"],
+                                    "per_device_batch_size": 4, "global_batch_size": 8}
+    assert info["params"]["batch_size"] == 4 and info["compute_dtype"] == "float16"
+    assert len(loaded["history"]["loss"]) == 3 and np.isfinite(loaded["history"]["loss"]).all()
+    # The exported model loads in this (single-device) process and predicts what the mirrored model did.
+    proba = keras.saving.load_model(Path(out["run_dir"]) / "model.keras")(images).numpy()
+    np.testing.assert_allclose(proba, out["proba"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-6)
+
+
+def test_devices_choose_the_strategy_and_replicas_are_part_of_the_run_key(dataset, tiny_model_file):
+    data = load_image_folder(dataset)
+    default = tiny_tuner(tiny_model_file)
+    assert default.distribution() is None and default.replicas == 1 and default.global_batch_size == 8
+    one = tiny_tuner(tiny_model_file, devices=["/cpu:0"])
+    assert isinstance(one.distribution(), tf.distribute.OneDeviceStrategy)
+    two = tiny_tuner(tiny_model_file, devices=["/cpu:0", "/cpu:1"])
+    assert two.replicas == 2 and two.global_batch_size == 16
+    # A single-device run keeps its key whichever device; another replica count is another run.
+    assert run_name(data, one) == run_name(data, default) != run_name(data, two)
+    for devices in ([], "/cpu:0", ["/cpu:0", "/cpu:0"]):
+        with pytest.raises(FeatpipeError, match="devices must be a list of distinct device names"):
+            tiny_tuner(tiny_model_file, devices=devices).check()
+
+
+def test_one_named_device_trains_under_one_device_strategy(dataset, tiny_model_file):
+    tuner = tiny_tuner(tiny_model_file, devices=["/cpu:0"], augment="none", fine_tune_epochs=0)
+    tuner.fit(load_image_folder(dataset))
+    assert tuner.distribution_["strategy"] == "OneDeviceStrategy" and tuner.distribution_["global_batch_size"] == 8
+    assert np.isfinite(tuner.history_["loss"]).all()

@@ -19,7 +19,9 @@ from featpipe.cli.options import backbone_options, echo_json, json_option, load_
 @click.option("--epochs", type=int, default=10, show_default=True, help="Phase 1 epochs (frozen base); 0 skips it.")
 @click.option("--fine-tune-epochs", type=int, default=10, show_default=True,
               help="Phase 2 epochs (top of the base unfrozen); 0 skips it.")
-@click.option("--batch-size", type=int, help="Default: 128 on GPU, 32 on CPU.")
+@click.option("--batch-size", type=int,
+              help="Images per device per step (default: 128 on GPU, 32 on CPU); with several GPUs each step takes "
+                   "batch size x GPUs.")
 @click.option("--learning-rate", type=float, default=1e-3, show_default=True, help="Phase 1 learning rate.")
 @click.option("--fine-tune-learning-rate", type=float, default=1e-5, show_default=True,
               help="Phase 2 learning rate (low, so the pretrained features are adjusted, not destroyed).")
@@ -40,7 +42,8 @@ def finetune(data, backbone, weights, image_size, preprocess, precision, seed, a
     """Train end to end for comparison: augmentation + frozen base + new head, then fine-tune the base's top.
 
     An interrupted run resumes from its last finished epoch when the same command runs again; a finished
-    run is reused (--force starts over).
+    run is reused (--force starts over). On a node with several visible GPUs (choose them with
+    CUDA_VISIBLE_DEVICES) training is data-parallel (tf.distribute.MirroredStrategy), one replica per GPU.
 
     \b
     Examples:

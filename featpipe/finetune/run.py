@@ -35,11 +35,15 @@ class FinetuneRun:
 
 
 def run_key(data: ImageFolder, tuner: FineTuner) -> str:
-    """What makes two runs the same: base, input size, dataset, hyperparameters, seed and precision."""
+    """What makes two runs the same: base, input size, dataset, hyperparameters, seed, precision and, past one
+    device, the number of replicas (the global batch). A single-device run keeps the key it always had, so
+    runs made before data-parallel training stay reusable; a job requeued on a node with another GPU count
+    starts its own run instead of resuming with another global batch."""
+    replicas = tuner.replicas
     return key_digest({
         "backbone": tuner.backbone.identity(), "image_size": list(tuner.backbone.image_size),
         "dataset": data.fingerprint(), "classes": list(data.classes), "params": tuner.params(),
-        "seed": tuner.seed, "compute_dtype": tuner.compute_dtype,
+        "seed": tuner.seed, "compute_dtype": tuner.compute_dtype, **({"replicas": replicas} if replicas > 1 else {}),
     })
 
 
@@ -103,6 +107,7 @@ def _run_info(data: ImageFolder, tuner: FineTuner, name: str, device: str) -> di
                     "val_fraction": data.val_fraction},
         "params": tuner.params(), "seed": tuner.seed, "versions": versions(),
         "trainable_params": tuner.trainable_params_, "augment_in_model": tuner.augment_in_model_,
+        "distribution": tuner.distribution_,
         "device": device or ("GPU" if runtime.gpus() else "CPU"),
         "compute_dtype": tuner.compute_dtype, "precision": tuner.precision,
         "created": timestamp(), "model_file": MODEL_FILE,

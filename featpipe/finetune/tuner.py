@@ -5,15 +5,21 @@
 2. "fine-tune": unfreeze the top of the base (BatchNormalization stays frozen and in inference mode),
    recompile with a low learning rate and continue the epoch count.
 
+On a node with several GPUs both phases run data-parallel under `tf.distribute.MirroredStrategy`: the batch
+size is per device and every step takes batch size x replicas images; on one device nothing changes.
+
 The tuner trains its own copy of the base: the caller's Backbone (whose identity names the weights it
 was loaded with, and so keys cached features) is never changed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import functools
 import os
 import warnings
+from collections.abc import Sequence
 
 import keras
 import numpy as np
@@ -56,6 +62,23 @@ class InferenceMode(keras.layers.Layer):
         return self.base.compute_output_shape(input_shape)
 
 
+class ReplicaAgreedLossScale(keras.optimizers.LossScaleOptimizer):
+    """Keras' dynamic loss scaling with the skip-or-apply decision agreed by every replica.
+
+    Keras 3 (3.15) takes the first replica's verdict on its own gradients, before they are all-reduced: when
+    another replica's overflowed, the step applies inf/NaN and the weights are lost. Overflow is routine
+    while the scale settles, so every replica's verdict is all-reduced: a step any replica overflowed is skipped.
+    """
+
+    def check_finite(self, grads):
+        finite = super().check_finite(grads)
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return finite
+        overflowed = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(finite), tf.float32))
+        return tf.equal(overflowed, 0.0)
+
+
 class FineTuner:
     """Augmentation + frozen base + new head, then fine-tuning: scikit-learn habits, Keras underneath.
 
@@ -64,14 +87,20 @@ class FineTuner:
     GPU, in the tf.data pipeline on a CPU. `precision` (auto | float32 | mixed) is the dtype policy the new
     layers are built with; `seed` seeds the head, the augmentation and the shuffling. After `fit`: `base_`
     (the tuner's own copy of the base), `model_` (0-255 images -> class probabilities, no augmentation),
-    `history_`, `best_` ({"phase", "epoch", "val_loss"}), `phase_seconds_`, `trainable_params_`.
+    `history_`, `best_` ({"phase", "epoch", "val_loss"}), `phase_seconds_`, `trainable_params_`, `distribution_`.
+
+    `devices` says where training runs: None means every visible GPU. Two or more devices train under
+    `tf.distribute.MirroredStrategy` (one replica each, `batch_size` images per replica per step); one named
+    device under `OneDeviceStrategy`; None on a machine with at most one GPU uses no strategy at all, the
+    single-device path unchanged.
     """
 
     def __init__(self, backbone: Backbone, *, augment: str | None = DEFAULT_AUGMENT, pooling: str = "avg",
                  epochs: int = 10, fine_tune_epochs: int = 10, batch_size: int = 32, learning_rate: float = 1e-3,
                  fine_tune_learning_rate: float = 1e-5, optimizer: str = "rmsprop", unfreeze: str = "top:4",
                  dense_units: int = 256, dropout: float = 0.5, crop_to_aspect_ratio: bool = False,
-                 augment_in_model: bool | None = None, precision: str = "auto", seed: int = 0):
+                 augment_in_model: bool | None = None, precision: str = "auto",
+                 devices: Sequence[str] | None = None, seed: int = 0):
         self.backbone = backbone
         self.augment = augment
         self.pooling = pooling
@@ -87,6 +116,7 @@ class FineTuner:
         self.crop_to_aspect_ratio = crop_to_aspect_ratio
         self.augment_in_model = augment_in_model
         self.precision = precision
+        self.devices = devices
         self.seed = seed
 
     def params(self) -> dict:
@@ -103,6 +133,33 @@ class FineTuner:
     def compute_dtype(self) -> str:
         """The dtype the new layers compute in (part of the run key)."""
         return runtime.compute_dtype(self.precision)
+
+    def training_devices(self) -> list[str]:
+        """The devices training runs on: `devices`, else every visible GPU (none on a CPU-only machine)."""
+        if self.devices is not None:
+            return list(self.devices)
+        # Counted from the physical list, which does not initialise the GPUs (memory growth is set later).
+        return [f"/gpu:{i}" for i in range(len(runtime.gpus()))]
+
+    @property
+    def replicas(self) -> int:
+        """How many model replicas train in step (part of the run key when more than one)."""
+        return max(len(self.training_devices()), 1)
+
+    @property
+    def global_batch_size(self) -> int:
+        """Images per training step over all replicas: what tf.data batches at."""
+        return self.batch_size * self.replicas
+
+    def distribution(self) -> tf.distribute.Strategy | None:
+        """The tf.distribute strategy both phases are built, compiled, checkpointed and trained under; None
+        for the single-device path (no strategy at all, so its numbers are exactly those of a plain fit)."""
+        devices = self.training_devices()
+        if len(devices) > 1:
+            return mirrored_strategy(tuple(tf.DeviceSpec.from_string(d).to_string() for d in devices))
+        if self.devices:
+            return tf.distribute.OneDeviceStrategy(devices[0])
+        return None
 
     # --- checks -----------------------------------------------------------------------------------------
 
@@ -124,6 +181,9 @@ class FineTuner:
                 raise FeatpipeError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if not 0 <= self.dropout < 1 or self.dense_units < 1:
             raise FeatpipeError("dropout must be in [0, 1) and dense units positive")
+        if self.devices is not None and (isinstance(self.devices, str) or not self.devices
+                                         or len(set(self.devices)) != len(self.devices)):
+            raise FeatpipeError(f"devices must be a list of distinct device names, got {self.devices!r}")
         canonical_augment(self.augment)
         runtime.policy_name(self.precision)
         unfreeze_start(self.backbone.model, self.unfreeze)
@@ -151,11 +211,20 @@ class FineTuner:
         self.check()
         data.require_classes("train")  # up front, not after an epoch
         require_split(data, "validation", "carve one with --val-fraction")
-        with runtime.precision_scope(self.precision):
+        strategy = self.distribution()
+        # Variables made in the strategy's scope are mirrored on every replica; the dtype policy wraps it.
+        with runtime.precision_scope(self.precision), strategy_scope(strategy):
             self._build(len(data.classes))
+        replicas = strategy.num_replicas_in_sync if strategy else 1
+        self.distribution_ = {
+            "strategy": type(strategy).__name__ if strategy else "none", "replicas": replicas,
+            "devices": self.training_devices(), "per_device_batch_size": self.batch_size,
+            "global_batch_size": self.batch_size * replicas,
+        }
         train = self._train_dataset(data)
         val = self._dataset(data, "validation")
-        with checkpoint_directory(checkpoint_dir) as directory:
+        # Weights are restored, the optimizer made and its state loaded inside the scope too, so they are mirrored.
+        with checkpoint_directory(checkpoint_dir) as directory, strategy_scope(strategy):
             progress = ResumeState(directory)
             for name, start, end, rate in self.plan():
                 self._restore(progress)
@@ -208,8 +277,9 @@ class FineTuner:
         return dataset
 
     def _dataset(self, data: ImageFolder, split: str, shuffle: bool = False) -> tf.data.Dataset:
+        # Global batches: under MirroredStrategy Keras splits each one across the replicas.
         return labeled_images(data.files(split), data.splits[split].labels, self.backbone.image_size,
-                              self.batch_size, shuffle=shuffle, seed=self.seed,
+                              self.global_batch_size, shuffle=shuffle, seed=self.seed,
                               crop_to_aspect_ratio=self.crop_to_aspect_ratio)
 
     def _set_phase(self, phase: str) -> None:
@@ -229,8 +299,10 @@ class FineTuner:
         self.trainable_params_[phase] = int(sum(np.prod(w.shape) for w in self.training_model_.trainable_weights))
 
     def _compile(self, learning_rate: float) -> None:
-        self.training_model_.compile(optimizer=make_optimizer(self.optimizer, learning_rate), loss=self.loss_,
-                                     metrics=["accuracy"])
+        optimizer = make_optimizer(self.optimizer, learning_rate)
+        if self.distribution_["replicas"] > 1 and self.training_model_.dtype_policy.name == "mixed_float16":
+            optimizer = ReplicaAgreedLossScale(optimizer)  # else compile wraps it in Keras' own loss scaling
+        self.training_model_.compile(optimizer=optimizer, loss=self.loss_, metrics=["accuracy"])
 
     def _restore(self, progress: ResumeState) -> None:
         # The inference model holds every trained weight but no optimizer, so best weights load anywhere.
@@ -258,6 +330,18 @@ class FineTuner:
     def evaluate(self, data: ImageFolder, split: str) -> dict:
         labels, proba = self.predict_split(data, split)
         return classification_metrics(labels, as_class_probs(proba), list(data.classes))
+
+
+@functools.cache
+def mirrored_strategy(devices: tuple[str, ...]) -> tf.distribute.MirroredStrategy:
+    """One MirroredStrategy per device set and process. Each new one numbers its all-reduces from the same
+    start, and TensorFlow's process-wide collective state would then mix up those of two (a second fit in one
+    process, as a comparison grid runs them, fails with a shape mismatch)."""
+    return tf.distribute.MirroredStrategy(list(devices))
+
+
+def strategy_scope(strategy: tf.distribute.Strategy | None):
+    return strategy.scope() if strategy else contextlib.nullcontext()
 
 
 def copy_base(model: keras.Model) -> keras.Model:
