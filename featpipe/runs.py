@@ -2,12 +2,12 @@
 
 A run directory holds::
 
-    run.json       what was run: kind ("head" | "finetune"), head name, backbone spec, weights, image size,
-                   pooling, cache path + key, dataset root + fingerprint + class names, params, seed,
+    run.json       what was run (a `RunRecord`): kind ("head" | "finetune"), head name, backbone spec, weights,
+                   image size, pooling, cache path + key, dataset root + fingerprint + class names, params, seed,
                    versions, and "status": "complete" (written last, atomically: a run without it is unfinished)
     metrics.json   {"validation": {...}, "test": {...}} as made by featpipe.metrics.classification_metrics,
                    "selection" (the hyperparameter grid and the validation score of each point), and
-                   "timing" (extract_seconds, fit_seconds, predict_seconds, total_seconds, ...)
+                   "timing" (`timing`: extract_seconds, fit_seconds, predict_seconds, total_seconds, ...)
     history.json   Keras-style per-epoch lists ({"loss": [...], "val_loss": [...], "accuracy": [...], ...})
                    plus "phases": [{"name": ..., "start_epoch": int}, ...]; only for runs with epochs
     model.keras / model.joblib   the fitted model (head.json beside it for cached heads)
@@ -25,18 +25,76 @@ import math
 import os
 import shutil
 import tempfile
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import numpy as np
 
 from featpipe import atomic
 from featpipe.errors import FeatpipeError
+from featpipe.provenance import timestamp
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.json"
 DIGESTS = "model_sha256"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What run.json says about a run, for both paths: the one place its fields are named.
+
+    `details` holds what only one path records (a cached head's weights_id, streamed and fit; an end-to-end
+    run's device, precision, trainable params, ...); its keys sit beside the named fields in run.json.
+    finish_run adds the model digests and "status".
+    """
+
+    name: str
+    kind: str  # "head" | "finetune"
+    path: str  # "cached" | "end-to-end"
+    head: str
+    backbone: str
+    weights: str
+    pretrained: bool
+    image_size: list[int]
+    pooling: str
+    crop_to_aspect_ratio: bool
+    preprocessing: dict
+    cache: dict | None  # {"path", "key"} of the feature cache; None for end-to-end runs
+    dataset: dict  # root, fingerprint, classes (+ val_fraction)
+    params: dict
+    seed: int | None
+    versions: dict
+    model_file: str
+    created: str = field(default_factory=timestamp)
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        clash = sorted(set(self.details) & ({f.name for f in fields(self)} | {DIGESTS, "status"}))
+        if clash:
+            raise ValueError(f"run record details repeat fields it owns: {', '.join(clash)}")
+
+    def to_json(self) -> dict:
+        """run.json's fields (before finish_run adds the digests and status); the caller's values are copied."""
+        record = asdict(self)
+        details = record.pop("details")
+        return {**record, **details}
+
+
+def timing(*, fit_seconds: float, predict_seconds: float, extract_seconds: float = 0.0,
+           extract_images_per_second: float | None = None, setup_seconds: float = 0.0, **extra) -> dict:
+    """metrics.json's "timing", the same fields for both paths: total = extract + fit + predict + setup.
+
+    A cached head's extract is its cache's (all splits); an end-to-end run extracts nothing and counts the
+    building of its model and data as setup. `extra` adds a path's own figures (phase_seconds, ...).
+    """
+    return {
+        "extract_seconds": extract_seconds, "extract_images_per_second": extract_images_per_second,
+        "fit_seconds": fit_seconds, "predict_seconds": predict_seconds,
+        "total_seconds": extract_seconds + fit_seconds + predict_seconds + setup_seconds, **extra,
+    }
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
@@ -88,9 +146,10 @@ def is_complete(run_dir: str | os.PathLike) -> bool:
         return False
 
 
-def finish_run(run_dir: str | os.PathLike, info: dict, metrics: dict, history: dict | None = None,
+def finish_run(run_dir: str | os.PathLike, record: RunRecord, metrics: dict, history: dict | None = None,
                model_digests: dict[str, str] | None = None) -> Path:
-    """Write metrics (and history), then run.json last, so completeness is all-or-nothing.
+    """Write metrics (and history), then run.json (the record, digests, status) last, so completeness is
+    all-or-nothing.
 
     `model_digests` ({file name: SHA-256}, from `save_model_files`) go into run.json; without them the
     run's model can never be loaded.
@@ -100,7 +159,7 @@ def finish_run(run_dir: str | os.PathLike, info: dict, metrics: dict, history: d
     if history is not None:
         write_json(run_dir / HISTORY_FILE, history)
     extra = {DIGESTS: dict(model_digests)} if model_digests is not None else {}
-    write_json(run_dir / RUN_FILE, {**info, **extra, "status": "complete"})
+    write_json(run_dir / RUN_FILE, {**record.to_json(), **extra, "status": "complete"})
     return run_dir
 
 

@@ -13,7 +13,6 @@ approximation, the linear heads' solver) use the same budget; they are recorded 
 
 from __future__ import annotations
 
-import datetime
 import os
 import re
 import time
@@ -27,7 +26,8 @@ from featpipe.data import load_image_folder
 from featpipe.errors import FeatpipeError
 from featpipe.heads.base import CachedSplit, Head, default_max_memory, format_bytes
 from featpipe.metrics import classification_metrics
-from featpipe.runs import RUN_FILE, finish_run, is_complete, load_run, save_model_files, verified_model_file
+from featpipe.runs import (RUN_FILE, RunRecord, finish_run, is_complete, load_run, save_model_files, timing,
+                           verified_model_file)
 from featpipe.store import FeatureCache
 
 SPLITS = ("train", "validation", "test")
@@ -172,33 +172,29 @@ def _check_classes(cache: FeatureCache, train_labels: np.ndarray) -> None:
 def _timing(cache: FeatureCache, fit_seconds: float, predict_seconds: float) -> dict:
     """Extraction cost (all splits of the cache) plus this head's; total = extract + fit + predict."""
     extract = cache.total_timing()
-    seconds = extract["seconds"]
-    return {
-        "extract_seconds": seconds,
-        "extract_images_per_second": extract["images_per_second"],
-        "fit_seconds": fit_seconds,
-        "predict_seconds": predict_seconds,
-        "total_seconds": seconds + fit_seconds + predict_seconds,
-    }
+    return timing(fit_seconds=fit_seconds, predict_seconds=predict_seconds, extract_seconds=extract["seconds"],
+                  extract_images_per_second=extract["images_per_second"])
 
 
-def _run_info(cache: FeatureCache, head: Head, run_dir: Path, streamed: bool) -> dict:
+def _run_info(cache: FeatureCache, head: Head, run_dir: Path, streamed: bool) -> RunRecord:
     """run.json: enough to trace every number to its features and to rebuild the image -> class pipeline."""
     import sklearn
 
     attrs, facts = cache.attrs, cache.facts
-    return {
-        "name": run_dir.name, "kind": "head", "path": "cached", "head": head.name,
-        "backbone": attrs["backbone"], "weights": attrs["weights"], "weights_id": facts["backbone"]["weights_id"],
-        "pretrained": attrs["pretrained"], "image_size": attrs["image_size"], "pooling": attrs["pooling"],
-        "crop_to_aspect_ratio": facts["crop_to_aspect_ratio"], "preprocessing": facts["backbone"]["preprocessing"],
-        "cache": {"path": str(cache.path.resolve()), "key": cache.key},
-        "dataset": {"root": attrs["dataset"]["root"], "fingerprint": attrs["dataset"]["fingerprint"],
-                    "classes": cache.classes},
-        "params": head.params, "seed": head.random_state, "streamed": streamed,
-        # How the fit was done where the head chose (solver, exact kernel or its approximation, validation).
-        "fit": {key: head.selection_[key] for key in ("solver", "kernel", "validation") if key in head.selection_},
-        "versions": {**attrs["versions"], "scikit-learn": sklearn.__version__, "numpy": np.__version__},
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "model_file": head.model_file,
-    }
+    return RunRecord(
+        name=run_dir.name, kind="head", path="cached", head=head.name,
+        backbone=attrs["backbone"], weights=attrs["weights"], pretrained=attrs["pretrained"],
+        image_size=attrs["image_size"], pooling=attrs["pooling"],
+        crop_to_aspect_ratio=facts["crop_to_aspect_ratio"], preprocessing=facts["backbone"]["preprocessing"],
+        cache={"path": str(cache.path.resolve()), "key": cache.key},
+        dataset={"root": attrs["dataset"]["root"], "fingerprint": attrs["dataset"]["fingerprint"],
+                 "classes": cache.classes},
+        params=head.params, seed=head.random_state,
+        versions={**attrs["versions"], "scikit-learn": sklearn.__version__, "numpy": np.__version__},
+        model_file=head.model_file,
+        details={
+            "weights_id": facts["backbone"]["weights_id"], "streamed": streamed,
+            # How the fit was done where the head chose (solver, exact kernel or its approximation, validation).
+            "fit": {key: head.selection_[key] for key in ("solver", "kernel", "validation") if key in head.selection_},
+        },
+    )

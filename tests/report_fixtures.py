@@ -1,4 +1,4 @@
-"""Synthetic run directories for the report tests, written with the real finish_run and metrics code."""
+"""Synthetic run directories for the report tests, written with the real run record, finish_run and metrics code."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from featpipe.metrics import classification_metrics
-from featpipe.runs import finish_run
+from featpipe.preprocessing import preprocessing_config
+from featpipe.runs import RunRecord, finish_run, save_model_files, timing
 
 HOSTILE = "<script>alert(1)</script>"
 QUOTES = "\"&'"
@@ -34,23 +35,18 @@ def make_run(root: Path, name: str, *, path: str = "cached", backbone: str = "ke
     """A finished run directory at root/<dir name derived from name>."""
     classes = list(classes)
     end_to_end = path == "end-to-end"
-    info = {
-        "name": name,
-        "kind": "finetune" if end_to_end else "head",
-        "path": path,
-        "head": "finetune" if end_to_end else head,
-        "backbone": backbone,
-        "weights": "imagenet" if pretrained else "none",
-        "pretrained": pretrained,
-        "image_size": [32, 32],
-        "pooling": "avg",
-        "cache": None if end_to_end else {"path": str(root / "cache.h5"), "key": "abc123"},
-        "dataset": {"root": str(root / "data"), "fingerprint": "f00d", "classes": classes},
-        "params": {"C": 1.0} if not end_to_end else {"epochs": 8},
-        "seed": seed,
-        "versions": {"python": "3"},
-        "created": "2024-01-01T00:00:00+00:00",
-    }
+    model_file = "model.keras" if end_to_end else "model.joblib"
+    record = RunRecord(
+        name=name, kind="finetune" if end_to_end else "head", path=path, head="finetune" if end_to_end else head,
+        backbone=backbone, weights="imagenet" if pretrained else "none", pretrained=pretrained,
+        image_size=[32, 32], pooling="avg", crop_to_aspect_ratio=False, preprocessing=preprocessing_config("caffe"),
+        cache=None if end_to_end else {"path": str(root / "cache.h5"), "key": "abc123"},
+        dataset={"root": str(root / "data"), "fingerprint": "f00d", "classes": classes},
+        params={"C": 1.0} if not end_to_end else {"epochs": 8}, seed=seed, versions={"python": "3"},
+        model_file=model_file, created="2024-01-01T00:00:00+00:00",
+    )
+    seconds = timing(fit_seconds=fit, predict_seconds=0.0, extract_seconds=0.0 if end_to_end else extract,
+                     extract_images_per_second=None if end_to_end else images_per_second)
     metrics = {
         "validation": split_metrics(classes, val, seed=seed),
         "test": split_metrics(classes, test, seed=seed + 1000),
@@ -59,16 +55,13 @@ def make_run(root: Path, name: str, *, path: str = "cached", backbone: str = "ke
             "grid": [{"params": {"C": 0.1}, "score": val - 0.05}, {"params": {"C": 1.0}, "score": val}],
             "best_params": {"C": 1.0},
         },
-        "timing": {
-            "extract_seconds": 0.0 if end_to_end else extract,
-            "extract_images_per_second": None if end_to_end else images_per_second,
-            "fit_seconds": fit,
-            "predict_seconds": 0.1,
-            "total_seconds": total if total is not None else (fit + (0.0 if end_to_end else extract)),
-        },
+        # `total` forges a run's recorded total (a run that took no time at all).
+        "timing": seconds if total is None else {**seconds, "total_seconds": total},
     }
     run_dir = root / "".join(c if c.isalnum() else "_" for c in name)
-    return finish_run(run_dir, info, metrics, history)
+    # A stand-in model file: the report checks the digest of every model a run names, never loads it.
+    digests = save_model_files(run_dir, lambda folder: (folder / model_file).write_bytes(name.encode()))
+    return finish_run(run_dir, record, metrics, history, digests)
 
 
 def make_history(epochs: int = 8, fine_tune_at: int | None = 5, seed: int = 0) -> dict:

@@ -11,8 +11,9 @@ import pytest
 from featpipe.errors import FeatpipeError
 from featpipe.heads import load_head, make_head
 from featpipe.pipeline import indexed_images
+from featpipe.preprocessing import preprocessing_config
 from featpipe.predict import export, image_files, predict
-from featpipe.runs import finish_run, load_run, save_model_files, write_json
+from featpipe.runs import RunRecord, finish_run, load_run, save_model_files, write_json
 from featpipe.store import FeatureCache
 from featpipe.train import open_for_training, train_head
 from heads_fixtures import real_cache
@@ -121,9 +122,12 @@ def _finetune_run(run_dir, units):
     model = keras.Model(inputs, outputs)
     digests = save_model_files(run_dir, lambda folder: model.save(folder / "model.keras"))
     classes = ["cat", "dog"] if units == 1 else ["cat", "dog", "fox"]
-    finish_run(run_dir, {"name": "ft", "kind": "finetune", "path": "end-to-end", "head": "finetune",
-                         "image_size": [32, 32], "crop_to_aspect_ratio": False, "model_file": "model.keras",
-                         "dataset": {"classes": classes}}, {}, model_digests=digests)
+    finish_run(run_dir, RunRecord(
+        name="ft", kind="finetune", path="end-to-end", head="finetune", backbone="synthetic", weights="none",
+        pretrained=False, image_size=[32, 32], pooling="avg", crop_to_aspect_ratio=False,
+        preprocessing=preprocessing_config("scale_offset", [1 / 255] * 3, [0.0] * 3),  # the model's Rescaling
+        cache=None, dataset={"classes": classes}, params={}, seed=0, versions={}, model_file="model.keras",
+    ), {}, model_digests=digests)
     return model
 
 

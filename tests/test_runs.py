@@ -1,24 +1,83 @@
+import datetime
 import json
 
 import numpy as np
 import pytest
 
 from featpipe.errors import FeatpipeError
-from featpipe.runs import find_runs, finish_run, is_complete, load_run, read_json, write_json
+from featpipe.runs import RunRecord, find_runs, finish_run, is_complete, load_run, read_json, timing, write_json
 from hostile_fixtures import small_disk  # noqa: F401  (a fixture)
 
 
+def record(name: str = "r", **changes) -> RunRecord:
+    """A cached head's record with made-up facts."""
+    facts = dict(
+        name=name, kind="head", path="cached", head="logreg", backbone="keras:VGG16", weights="imagenet",
+        pretrained=True, image_size=[32, 32], pooling="avg", crop_to_aspect_ratio=False,
+        preprocessing={"mode": "caffe"}, cache={"path": "/c.h5", "key": "k"},
+        dataset={"root": "/data", "fingerprint": "f", "classes": ["cat", "dog"]}, params={"C": 1.0}, seed=0,
+        versions={"numpy": "2"}, model_file="model.bin", created="2024-01-01T00:00:00+00:00",
+    )
+    return RunRecord(**{**facts, **changes})
+
+
+# The fields run.json has carried since issue 4 (the report, predict, export and compare read them).
+COMMON = {"name", "kind", "path", "head", "backbone", "weights", "pretrained", "image_size", "pooling",
+          "crop_to_aspect_ratio", "preprocessing", "cache", "dataset", "params", "seed", "versions", "created",
+          "model_file"}
+
+
+def test_a_record_is_run_json_with_its_details_beside_the_common_fields(tmp_path):
+    rec = record(details={"weights_id": "sha256:ab", "streamed": False})
+    assert set(rec.to_json()) == COMMON | {"weights_id", "streamed"}
+    run_dir = finish_run(tmp_path / "r", rec, {}, model_digests={"model.bin": "00"})
+    info = load_run(run_dir)["run"]
+    assert info == {**rec.to_json(), "model_sha256": {"model.bin": "00"}, "status": "complete"}
+    assert info["weights_id"] == "sha256:ab" and info["dataset"]["classes"] == ["cat", "dog"]
+
+
+def test_to_json_copies_what_the_caller_handed_in():
+    params = {"C": 1.0}
+    rec = record(params=params, details={"fit": {"solver": "lbfgs"}})
+    info = rec.to_json()
+    info["params"]["C"] = 9.0
+    info["fit"]["solver"] = "x"
+    assert params == {"C": 1.0} and rec.to_json()["fit"] == {"solver": "lbfgs"}
+
+
+def test_created_defaults_to_now_in_utc():
+    facts = {k: v for k, v in record().__dict__.items() if k != "created"}
+    created = datetime.datetime.fromisoformat(RunRecord(**facts).created)
+    assert created.utcoffset() == datetime.timedelta(0)
+    assert abs(datetime.datetime.now(datetime.timezone.utc) - created) < datetime.timedelta(minutes=5)
+
+
+@pytest.mark.parametrize("key", ["name", "cache", "model_sha256", "status"])
+def test_details_cannot_overwrite_a_field_the_record_owns(key):
+    with pytest.raises(ValueError, match=key):
+        record(details={key: "x"})
+
+
+def test_timing_totals_what_each_path_spent():
+    cached = timing(fit_seconds=2.0, predict_seconds=0.5, extract_seconds=6.0, extract_images_per_second=20.0)
+    assert cached == {"extract_seconds": 6.0, "extract_images_per_second": 20.0, "fit_seconds": 2.0,
+                      "predict_seconds": 0.5, "total_seconds": 8.5}
+    end_to_end = timing(fit_seconds=30.0, predict_seconds=1.0, setup_seconds=4.0, phase_seconds={"frozen": 30.0})
+    assert end_to_end["extract_seconds"] == 0.0 and end_to_end["extract_images_per_second"] is None
+    assert end_to_end["total_seconds"] == 35.0 and end_to_end["phase_seconds"] == {"frozen": 30.0}
+
+
 def test_finish_and_load(tmp_path):
-    run_dir = finish_run(tmp_path / "r1", {"name": "r1"}, {"test": {"accuracy": np.float32(0.5)}},
+    run_dir = finish_run(tmp_path / "r1", record("r1"), {"test": {"accuracy": np.float32(0.5)}},
                          {"loss": [1.0, 0.5], "phases": [{"name": "head", "start_epoch": 0}]})
     loaded = load_run(run_dir)
-    assert loaded["run"] == {"name": "r1", "status": "complete"}
+    assert loaded["run"] == {**record("r1").to_json(), "status": "complete"}
     assert loaded["metrics"]["test"]["accuracy"] == 0.5 and loaded["history"]["loss"] == [1.0, 0.5]
     assert not list(run_dir.glob("*.tmp"))
 
 
 def test_unfinished_runs_are_told_apart(tmp_path):
-    finish_run(tmp_path / "runs" / "done", {"name": "done"}, {})
+    finish_run(tmp_path / "runs" / "done", record("done"), {})
     (tmp_path / "runs" / "died").mkdir()
     write_json(tmp_path / "runs" / "died" / "metrics.json", {})
     (tmp_path / "runs" / "started").mkdir()
@@ -56,7 +115,7 @@ def test_model_files_are_digested_and_verified(tmp_path):
     digests = save_model_files(run_dir, lambda d: ((d / "model.bin").write_bytes(b"w"), (d / "head.json").write_text("{}")))
     assert digests == {"head.json": file_sha256(run_dir / "head.json"), "model.bin": file_sha256(run_dir / "model.bin")}
     assert sorted(p.name for p in run_dir.iterdir()) == ["head.json", "model.bin"]  # no staging folder left
-    finish_run(run_dir, {"name": "r", "model_file": "model.bin"}, {}, model_digests=digests)
+    finish_run(run_dir, record("r"), {}, model_digests=digests)
     info = load_run(run_dir)["run"]
     assert verified_model_file(run_dir, info) == run_dir / "model.bin"
     (run_dir / "head.json").write_text('{"x": 1}')

@@ -11,7 +11,7 @@ from pathlib import Path
 from featpipe import runs, runtime
 from featpipe.data import ImageFolder
 from featpipe.finetune.tuner import FineTuner, require_split
-from featpipe.provenance import key_digest, timestamp, versions
+from featpipe.provenance import key_digest, versions
 
 CHECKPOINT_DIR = "checkpoints"
 MODEL_FILE = "model.keras"
@@ -77,38 +77,38 @@ def run_finetune(data: ImageFolder, tuner: FineTuner, runs_dir: str | os.PathLik
     }
     metrics["timing"] = _timing(tuner, len(data.splits["train"]), predict_seconds,
                                 setup_seconds=fitted - clock - sum(tuner.phase_seconds_.values()))
-    info = _run_info(data, tuner, run_dir.name, device)
-    runs.finish_run(run_dir, info, metrics, tuner.history_, digests)
+    record = _run_info(data, tuner, run_dir.name, device)
+    runs.finish_run(run_dir, record, metrics, tuner.history_, digests)
     shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
-    return FinetuneRun(run_dir, False, info, metrics)
+    return FinetuneRun(run_dir, False, record.to_json(), metrics)
 
 
 def _timing(tuner: FineTuner, n_train: int, predict_seconds: float, setup_seconds: float) -> dict:
     """Fit time sums the epochs of every attempt (a resumed run counts the epochs done before too)."""
     fit_seconds = sum(tuner.phase_seconds_.values())
-    return {
-        "extract_seconds": 0.0, "extract_images_per_second": None, "fit_seconds": fit_seconds,
-        "predict_seconds": predict_seconds, "total_seconds": fit_seconds + predict_seconds + max(setup_seconds, 0.0),
-        "phase_seconds": tuner.phase_seconds_,
+    return runs.timing(
+        fit_seconds=fit_seconds, predict_seconds=predict_seconds, setup_seconds=max(setup_seconds, 0.0),
+        phase_seconds=tuner.phase_seconds_,
         # Counts the train split's files each epoch (unreadable ones are few and dropped by the pipeline).
-        "images_per_second": n_train * tuner.epochs_run_ / fit_seconds if fit_seconds else None,
-    }
+        images_per_second=n_train * tuner.epochs_run_ / fit_seconds if fit_seconds else None,
+    )
 
 
-def _run_info(data: ImageFolder, tuner: FineTuner, name: str, device: str) -> dict:
+def _run_info(data: ImageFolder, tuner: FineTuner, name: str, device: str) -> runs.RunRecord:
     backbone = tuner.backbone
-    return {
-        "name": name, "kind": "finetune", "path": "end-to-end", "head": "finetune",
-        "backbone": backbone.spec, "weights": backbone.weights, "pretrained": backbone.pretrained,
-        "image_size": list(backbone.image_size), "pooling": tuner.pooling,
-        "crop_to_aspect_ratio": tuner.crop_to_aspect_ratio, "preprocessing": backbone.preprocessing,
-        "cache": None,
-        "dataset": {"root": str(data.root.resolve()), "fingerprint": data.fingerprint(), "classes": list(data.classes),
-                    "val_fraction": data.val_fraction},
-        "params": tuner.params(), "seed": tuner.seed, "versions": versions(),
-        "trainable_params": tuner.trainable_params_, "augment_in_model": tuner.augment_in_model_,
-        "distribution": tuner.distribution_,
-        "device": device or ("GPU" if runtime.gpus() else "CPU"),
-        "compute_dtype": tuner.compute_dtype, "precision": tuner.precision,
-        "created": timestamp(), "model_file": MODEL_FILE,
-    }
+    return runs.RunRecord(
+        name=name, kind="finetune", path="end-to-end", head="finetune",
+        backbone=backbone.spec, weights=backbone.weights, pretrained=backbone.pretrained,
+        image_size=list(backbone.image_size), pooling=tuner.pooling,
+        crop_to_aspect_ratio=tuner.crop_to_aspect_ratio, preprocessing=backbone.preprocessing,
+        cache=None,
+        dataset={"root": str(data.root.resolve()), "fingerprint": data.fingerprint(), "classes": list(data.classes),
+                 "val_fraction": data.val_fraction},
+        params=tuner.params(), seed=tuner.seed, versions=versions(), model_file=MODEL_FILE,
+        details={
+            "trainable_params": tuner.trainable_params_, "augment_in_model": tuner.augment_in_model_,
+            "distribution": tuner.distribution_,
+            "device": device or ("GPU" if runtime.gpus() else "CPU"),
+            "compute_dtype": tuner.compute_dtype, "precision": tuner.precision,
+        },
+    )
