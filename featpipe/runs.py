@@ -19,7 +19,6 @@ whose pickle was swapped is refused before anything in it is unpickled.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -34,7 +33,7 @@ import numpy as np
 
 from featpipe import atomic
 from featpipe.errors import FeatpipeError
-from featpipe.provenance import timestamp
+from featpipe.provenance import sha256_file, timestamp
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
@@ -163,11 +162,6 @@ def finish_run(run_dir: str | os.PathLike, record: RunRecord, metrics: dict, his
     return run_dir
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def save_model_files(run_dir: str | os.PathLike, write: Callable[[Path], object]) -> dict[str, str]:
     """`write(folder)` writes a run's model files into a staging folder inside run_dir; each file is then
     fsynced, digested and renamed into run_dir. Returns {file name: SHA-256} for finish_run.
@@ -187,7 +181,7 @@ def save_model_files(run_dir: str | os.PathLike, write: Callable[[Path], object]
                 if not file.is_file():
                     raise FeatpipeError(f"internal: a model writer left a non-file {file.name} in {run_dir}")
                 atomic.fsync_file(file)
-                digests[file.name] = file_sha256(file)
+                digests[file.name] = sha256_file(file)
             for name in digests:
                 os.replace(staging / name, run_dir / name)
             atomic.fsync_dir(run_dir)
@@ -227,7 +221,7 @@ def verified_model_file(run_dir: str | os.PathLike, info: dict) -> Path:
             raise FeatpipeError(f"{run_dir}/{RUN_FILE} names a model file outside the run directory: {file!r}")
         if not path.is_file():
             raise FeatpipeError(f"model file missing from run {run_dir}: {file}")
-        if file_sha256(path) != digest:
+        if sha256_file(path) != digest:
             raise FeatpipeError(
                 f"model file {path} does not match the SHA-256 featpipe recorded when it wrote it (modified, "
                 "truncated or replaced since); refusing to load it -- retrain the run"

@@ -109,11 +109,12 @@ def test_read_json_errors(tmp_path):
 
 
 def test_model_files_are_digested_and_verified(tmp_path):
-    from featpipe.runs import file_sha256, save_model_files, verified_model_file
+    from featpipe.provenance import sha256_file
+    from featpipe.runs import save_model_files, verified_model_file
 
     run_dir = tmp_path / "run"
     digests = save_model_files(run_dir, lambda d: ((d / "model.bin").write_bytes(b"w"), (d / "head.json").write_text("{}")))
-    assert digests == {"head.json": file_sha256(run_dir / "head.json"), "model.bin": file_sha256(run_dir / "model.bin")}
+    assert digests == {"head.json": sha256_file(run_dir / "head.json"), "model.bin": sha256_file(run_dir / "model.bin")}
     assert sorted(p.name for p in run_dir.iterdir()) == ["head.json", "model.bin"]  # no staging folder left
     finish_run(run_dir, record("r"), {}, model_digests=digests)
     info = load_run(run_dir)["run"]
