@@ -124,6 +124,18 @@ def test_bars_show_the_best_validation_run_per_cell(tmp_path, monkeypatch):
     assert bar.get_height() == pytest.approx(0.7)
 
 
+def test_a_random_initialised_copy_of_a_base_is_a_group_of_its_own(tmp_path, monkeypatch):
+    make_run(tmp_path, "pretrained", val=0.9, test=0.9)
+    make_run(tmp_path, "random", val=0.3, test=0.25, pretrained=False)
+    runs, _ = collect_runs([tmp_path])
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, title, run_dir=None: figures.append(fig))
+    plots.accuracy_bars([r["row"] for r in runs], tmp_path / "bars.png")
+    ax = figures[0].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["keras:VGG16", "keras:VGG16 (random init)"]
+    assert [round(bar.get_height(), 2) for bar in ax.patches] == [0.9, 0.25]
+
+
 def test_no_pyplot_figures_are_left_open(tmp_path):
     import matplotlib.pyplot as plt
 

@@ -56,11 +56,11 @@ def ema(values, factor: float) -> list[float]:
 
 def accuracy_bars(rows: list[dict], path: Path) -> Plot:
     """Test accuracy per backbone (groups) and head (bars); rows are ranked, so a cell shows its best run."""
-    backbones = sorted({r["backbone"] for r in rows}, key=str)
+    backbones = sorted({_base(r) for r in rows}, key=str)
     heads = sorted({r["head"] for r in rows}, key=str)
     cells = {}
     for row in rows:
-        cells.setdefault((row["backbone"], row["head"]), row["test_accuracy"])
+        cells.setdefault((_base(row), row["head"]), row["test_accuracy"])
     width = 0.8 / len(heads)
     fig = Figure(figsize=(max(4.0, 1.2 * len(backbones) * max(1, len(heads) / 2)), 3.2))
     ax = fig.subplots()
@@ -75,6 +75,11 @@ def accuracy_bars(rows: list[dict], path: Path) -> Plot:
     ax.legend(title="head", fontsize=7, title_fontsize=8, loc="lower right")
     title = "Test accuracy per backbone and head (best run by validation per cell)"
     return _save(fig, path, title)
+
+
+def _base(row: dict) -> str:
+    # A random-initialised copy of a base (the pretrained-vs-random control) is a group of its own.
+    return row["backbone"] if row.get("pretrained", True) else f"{row['backbone']} (random init)"
 
 
 def cost_frontier(rows: list[dict], path: Path) -> Plot | None:
