@@ -61,7 +61,7 @@ def run_local_workers(job: dict, parts: list[Part], devices: list[str | None], w
         meter.close()
     failed = [(name, proc, log, mine) for name, proc, log, mine in workers if proc.returncode != 0]
     if failed:
-        lost = [p for _, _, _, mine in failed for p in mine if not workdir.part_path(p).exists()]
+        lost = workdir.unwritten([p for _, _, _, mine in failed for p in mine])
         reasons = "; ".join(f"{name} {_how(proc.returncode)}{_last_line(log.name)}" for name, proc, log, _ in failed)
         raise FeatpipeError(f"{reasons}. The other parts are kept: run the same command again to extract the "
                             f"{len(lost)} missing part{'s' * (len(lost) != 1)}")

@@ -243,7 +243,7 @@ def extract_shard(data: ImageFolder, backbone: Backbone, cache_dir: str | os.Pat
         todo = workdir.missing(shard_parts(plan, k, n))
         if todo:
             run_parts(job, todo, progress=progress, label=f"shard {k}/{n} ", setup_seconds=time.perf_counter() - start)
-        missing = [p for p in plan if not workdir.part_path(p).exists()]
+        missing = workdir.unwritten(plan)
     return ShardResult(final, job.key, shard, len(todo), sum(p.rows for p in todo), missing)
 
 
@@ -264,12 +264,13 @@ def merge(path: str | os.PathLike) -> ExtractResult:
 
 
 def missing_parts(path: str | os.PathLike) -> str:
-    """What an extraction in progress still lacks, in words (for `featpipe cache ls`)."""
+    """What an extraction in progress still lacks and what to run next, in words (for `featpipe cache ls`)."""
     workdir = WorkDir(Path(str(path).removesuffix(".partial")))
-    manifest = workdir.manifest()
     plan = workdir.plan()
-    missing = [p for p in plan if not workdir.part_path(p).exists()]
-    return describe_missing(missing, manifest) if missing else f"all {len(plan)} parts done: run `featpipe cache merge`"
+    missing = workdir.unwritten(plan)
+    if not missing:
+        return f"all {len(plan)} parts done; assemble them: featpipe cache merge {workdir.final_path}"
+    return f"{describe_missing(missing, workdir.manifest())}; rerun its extract command (or those shards) to resume"
 
 
 def _check_options(data, splits, pooling, dtype, batch_size, compression) -> list[str]:

@@ -96,9 +96,13 @@ class WorkDir:
                 todo.append(part)
         return todo
 
+    def unwritten(self, parts: list[Part]) -> list[Part]:
+        """The parts of `parts` with no file yet (not validated: for progress and reports; `missing` validates)."""
+        return [p for p in parts if not self.part_path(p).exists()]
+
     def finished_rows(self, parts: list[Part]) -> int:
-        """Rows of `parts` whose files exist (not validated: for progress lines only)."""
-        return sum(p.rows for p in parts if self.part_path(p).exists())
+        """Rows of `parts` whose files exist (for progress lines)."""
+        return sum(p.rows for p in parts) - sum(p.rows for p in self.unwritten(parts))
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

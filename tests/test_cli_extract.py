@@ -129,11 +129,14 @@ def test_job_array_shards_then_merge(corrupt_dataset, tiny_model_file, tmp_path)
     assert "parts of other shards still missing; when every shard is done: featpipe cache merge" in first.stdout
     listing = run("cache", "ls", "--cache-dir", cache_dir)
     assert "3 parts missing: train rows 0-4 (shard 0/2)" in listing.output
+    assert "; rerun its extract command (or those shards) to resume)" in listing.output
     early = run("cache", "merge", "--cache-dir", cache_dir)
     assert early.exit_code == 1 and early.stderr.count("\n") == 1
     assert "featpipe: error: cannot assemble" in early.stderr and "train rows 0-4 (shard 0/2)" in early.stderr
     second = run(*common, "--shard", "0/2")
     assert second.exit_code == 0 and "every part is done" in second.stdout
+    done = run("cache", "ls", "--cache-dir", cache_dir).output
+    assert "(incomplete: all 7 parts done; assemble them: featpipe cache merge " in done and "rerun" not in done
     merged = run("cache", "merge", "--cache-dir", cache_dir)
     assert merged.exit_code == 0 and merged.stdout.startswith("merged: ") and "train 12" in merged.stdout
     assert run(*common).stdout.startswith("cached: ")

@@ -39,7 +39,7 @@ def ls(cache_dir, as_json):
             state = missing_parts(path)
         except FeatpipeError as e:
             state = str(e)
-        click.echo(f"{path}  (incomplete: {state}; rerun its extract command to resume)")
+        click.echo(f"{path}  (incomplete: {state})")
     if not rows and not partial:
         click.echo(f"no caches in {cache_dir}")
 
