@@ -21,6 +21,7 @@ from featpipe import runs
 from featpipe.augment import RANDOM_LAYERS
 from featpipe.data import load_image_folder
 from featpipe.errors import FeatpipeError
+from featpipe.run_predictions import read_predictions
 from featpipe.finetune import CHECKPOINT_DIR, base_layers, run_finetune, run_name, unfreeze_start
 from featpipe.model_parts import all_layers
 from featpipe.pipeline import labeled_images
@@ -128,6 +129,12 @@ def test_saved_model_maps_images_to_probabilities_without_augmentation(finished)
     assert proba.shape == (6, 2)
     np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-6)
     np.testing.assert_allclose(proba, finished["tuner"].model_(images).numpy(), rtol=1e-5, atol=1e-6)
+    # The run's per-image predictions are these, row by row, with the images' relative paths.
+    run_dir = finished["result"].run_dir
+    found = read_predictions(run_dir, runs.load_run(run_dir)["run"])["test"]
+    assert found.paths == data.splits["test"].paths
+    np.testing.assert_array_equal(found.labels, data.splits["test"].labels)
+    np.testing.assert_allclose(found.proba, proba, rtol=1e-4, atol=1e-5)
 
 
 def test_saved_model_loads_with_plain_keras_without_featpipe(finished, tmp_path):
