@@ -40,7 +40,7 @@ def _weights(info: dict) -> str:
     if info.get("pretrained") is False:
         return "random init"
     weights = str(info.get("weights") or "")
-    if weights in ("", "default", "imagenet"):
+    if weights in ("", "default", "imagenet", "file"):  # a base's own weights
         return ""
     return f"weights {short_backbone(weights)}"
 
