@@ -86,10 +86,13 @@ def make_labels(infos: list[dict]) -> list[str]:
     keep = [key for key, _ in COMPONENTS if key in varying or key == "head" or (key == "backbone" and len(infos) == 1)]
     labels = [_join(v, keep) for v in values]
     for key, describe in TIE_BREAKERS:
-        counts = Counter(labels)
-        for i, info in enumerate(infos):
-            if counts[labels[i]] > 1 and describe(info):
-                values[i][key] = describe(info)
+        groups: dict[str, list[int]] = {}
+        for i, label in enumerate(labels):
+            groups.setdefault(label, []).append(i)
+        for members in groups.values():
+            if len({describe(infos[i]) for i in members}) > 1:  # only what tells these runs apart
+                for i in members:
+                    values[i][key] = describe(infos[i])
         labels = [_join(v, [*keep, *(k for k, _ in TIE_BREAKERS if k in v)]) for v in values]
     # Still the same (copies of one run in two places): number them.
     seen: Counter = Counter()

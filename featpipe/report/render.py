@@ -147,10 +147,13 @@ def build_document(title: str, notes: list[str], runs: list[dict], verdicts: lis
     blocks.append(Heading("Runs", 2, "runs"))
     blocks.append(Paragraph("Each run's details open on a click: where it came from, its metrics per split and "
                             "per class, and, for the best runs of each dataset, its figures and mistakes."))
+    best = {v["best"] for v in verdicts}
     for run in runs:
-        own = [p for p in plots if p.run_dir == run["row"]["run_dir"]]
-        blocks.append(Details(_run_summary(run), _run_blocks(run, own, galleries.get(run["row"]["name"])),
-                              f"run-{run['number']}"))
+        if run["row"]["name"] in best:  # its figures and mistakes are shown above, once
+            own, gallery = [p for p in plots if p.run_dir == run["row"]["run_dir"] and p.kind != "confusion"], None
+        else:
+            own, gallery = [p for p in plots if p.run_dir == run["row"]["run_dir"]], galleries.get(run["row"]["name"])
+        blocks.append(Details(_run_summary(run), _run_blocks(run, own, gallery), f"run-{run['number']}"))
     blocks.append(Heading("Skipped runs", 2, "skipped"))
     if skipped:
         blocks.append(Table(["run directory", "name", "reason"],
