@@ -139,7 +139,7 @@ def build_document(title: str, notes: list[str], runs: list[dict], verdicts: lis
         figures = [Image(p) for p in plots if (p.run_dir == best["run_dir"] and p.kind == "confusion")
                    or (p.dataset == verdict["dataset_key"] and p.kind == "reliability")]
         gallery = galleries.get(best["name"])
-        mistakes.append(Side([*([GalleryBlock(gallery)] if gallery else []), *figures]))
+        mistakes += [*([GalleryBlock(gallery)] if gallery else []), Side(figures)]
     blocks.append(Section(mistakes, "errors"))
     blocks.append(Heading("Plots", 2, "plots"))
     blocks += [Image(p) for p in plots if p.run_dir is None and p.kind != "reliability"]
@@ -245,10 +245,9 @@ def _run_blocks(run: dict, plots: list[Plot], gallery: Gallery | None) -> list:
         blocks.append(Table(["params", f"validation {metric}"],
                             [[_fmt(p.get("params")), _fmt(p.get("score"), ".4f")] for p in selection["grid"]]))
     blocks += [Image(p) for p in plots if p.kind == "learning"]
-    confusion = [Image(p) for p in plots if p.kind == "confusion"]
-    if gallery is not None or confusion:
-        blocks.append(Side([*([GalleryBlock(gallery)] if gallery else []), *confusion]))
-    return blocks
+    if gallery is not None:
+        blocks.append(GalleryBlock(gallery))
+    return blocks + [Image(p) for p in plots if p.kind == "confusion"]
 
 
 def _fmt(value, spec: str = "") -> str:
@@ -292,8 +291,7 @@ figure img { max-width: 100%; height: auto; border: 1px solid #ddd; }
 figcaption { font-size: 0.85em; color: #555; max-width: 60em; }
 .side { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
 .side > * { min-width: 0; }
-.gallery { flex: 1 1 520px; max-width: 660px; }
-.side > div { flex: 0 1 460px; }
+.side > div { flex: 0 1 480px; }
 .thumbs { display: flex; flex-wrap: wrap; gap: 6px; }
 .thumb { width: 128px; margin: 0; font-size: 0.75em; overflow-wrap: anywhere; }
 .thumb img, .thumb .gone { width: 112px; height: 112px; object-fit: contain; background: #eee; border: 1px solid #ccc;
@@ -369,8 +367,7 @@ def _html_block(block) -> str:
             return (f'<figure><img src="data:image/png;base64,{data}" alt="{_esc(plot.title)}">'
                     f"<figcaption>{_esc(plot.title)}</figcaption></figure>")
         case Side(blocks):
-            return '<div class="side">' + "".join(f"<div>{_html_block(b)}</div>" if not isinstance(b, GalleryBlock)
-                                                  else _html_block(b) for b in blocks) + "</div>"
+            return '<div class="side">' + "".join(f"<div>{_html_block(b)}</div>" for b in blocks) + "</div>"
         case Details(summary, blocks, anchor):
             id_attr = f' id="{_esc(anchor)}"' if anchor else ""
             inner = "\n".join(_html_block(b) for b in blocks)
