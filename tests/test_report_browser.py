@@ -116,3 +116,29 @@ def test_report_renders_as_is(report, tmp_path):
     pixels = mpimg.imread(screenshot)
     assert pixels.shape[:2] == (1400, 1280)
     assert pixels.std() > 0.01  # something was drawn, not a blank page
+
+
+@pytest.mark.slow
+def test_a_report_of_200_runs_stays_usable(tmp_path):
+    """200 runs: the page still fits 1280 px, the table holds them all, per-run figures stay bounded."""
+    root = tmp_path / "runs"
+    heads = ["logreg", "svm", "dense", "linear-svm", "knn"]
+    bases = ["keras:VGG16", "keras:ResNet50", "keras:MobileNet(alpha=0.25)", "keras:EfficientNetB0", LONG_BASE]
+    i = 0
+    for base in bases:
+        for size in (96, 160, 224, 299):
+            for head in heads:
+                for pretrained in (True, False):
+                    i += 1
+                    make_run(root, f"run{i}", backbone=base, head=head, image_size=(size, size),
+                             pretrained=pretrained, val=0.5 + (i % 17) / 40, test=0.6 + (i % 13) / 40, seed=i,
+                             images=i == 1)
+    report = write_report([root], tmp_path / "report")
+    assert len([p for p in report["plots"] if p.name.startswith("confusion_")]) == 25
+    state = _probe(report, tmp_path, 1280)
+    assert state["summaryRows"] == 200
+    assert state["scrollWidth"] <= 1280 and state["openScrollWidth"] <= 1280, state
+    assert state["summaryRight"] <= 1280 and state["summaryInnerScroll"] == 0, state
+    summary = json.loads(report["summary_json"].read_text())
+    labels = [row["label"] for row in summary["runs"]]
+    assert len(set(labels)) == 200 and all(len(label) <= 48 and "/" not in label for label in labels)

@@ -20,7 +20,7 @@ from matplotlib.transforms import Bbox
 
 from featpipe import atomic
 from featpipe.report.labels import short_backbone
-from featpipe.report.verdict import CACHED, dataset_key
+from featpipe.report.verdict import CACHED, dataset_facts, dataset_key
 
 DPI = 100
 PATH_COLOURS = {"cached": "tab:blue", "end-to-end": "tab:orange"}
@@ -62,7 +62,9 @@ def write_plots(runs: list[dict], plot_dir: Path, *, smooth: float = 0.0) -> lis
             roc_curves(group, plot_dir / f"roc_test{suffix}.png"),
             reliability(group[0], plot_dir / f"reliability_best{suffix}.png"),
         ]
-        plots += [replace(p, dataset=key) for p in found if p is not None]
+        name = dataset_facts(group[0])["name"]
+        plots += [replace(p, dataset=key, title=f"Dataset {name}: {p.title}" if several else p.title)
+                  for p in found if p is not None]
         for run in group[:DETAILED_RUNS]:
             stem = f"{run['number']:03d}_{_slug(run['row']['label'])}"
             plots.append(learning_curves(run, plot_dir / f"learning_{stem}.png", smooth))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from featpipe.report.gallery import Gallery
-from featpipe.report.plots import Plot
+from featpipe.report.plots import DETAILED_RUNS, Plot
 from featpipe.report.verdict import accuracy_text, p_text
 
 
@@ -247,6 +247,9 @@ def _run_blocks(run: dict, plots: list[Plot], gallery: Gallery | None) -> list:
     blocks += [Image(p) for p in plots if p.kind == "learning"]
     if gallery is not None:
         blocks.append(GalleryBlock(gallery))
+    elif row["rank"] > DETAILED_RUNS:
+        blocks.append(Paragraph(f"Figures and mistakes are drawn for the best {DETAILED_RUNS} runs of each dataset; "
+                                f"featpipe compare {row['run_dir']} -o DIR draws them for this run."))
     return blocks + [Image(p) for p in plots if p.kind == "confusion"]
 
 

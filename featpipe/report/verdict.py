@@ -201,8 +201,8 @@ def verdict_lines(verdict: dict) -> list[str]:
             lines.append(f"{len(ties)} runs are within noise of the best ({test}), among them {numbers}; "
                          "the summary table's \"vs best\" column marks them all.")
     elif verdict["comparisons"]:
-        lines.append(f"Every other run scored on the same test images is worse beyond noise "
-                     f"(McNemar's exact test, Holm-adjusted, 95%).")
+        lines.append("Every other run scored on the same test images is worse than the best beyond noise "
+                     "(McNemar's exact test, Holm-adjusted, 95%).")
     if ties and worse:
         lines.append(f"Worse beyond noise: {_names([c['label'] for c in worse])}." if len(worse) <= LISTED else
                      f"{len(worse)} runs are worse than the best beyond noise.")
