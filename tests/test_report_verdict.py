@@ -141,3 +141,18 @@ def test_zero_second_cached_run_gives_no_ratio(tmp_path):
     verdict = _verdict(tmp_path)
     assert verdict["end_to_end_vs_cached"]["compute_ratio"] is None
     assert any("undefined compute ratio" in line for line in verdict["lines"])
+
+
+def test_end_to_end_against_the_best_uses_the_verdicts_adjusted_p_value(tmp_path):
+    # 2,000 images, end-to-end 1.5 points better: its own p-value is under 5%, Holm's over it; the page must not
+    # call the pair a tie in one line and beyond noise in the next.
+    for i, head in enumerate(["logreg", "svm", "dense", "knn"]):
+        make_run(tmp_path, head, head=head, val=0.9 - i / 50, test=0.955 - i / 400, n_test=2000, seed=i)
+    make_run(tmp_path, "ft", path="end-to-end", val=0.85, test=0.97, n_test=2000, seed=9, fit=400)
+    verdict = _verdict(tmp_path)
+    comparison = verdict["end_to_end_vs_cached"]
+    ft = next(c for c in verdict["comparisons"] if c["name"] == "ft")
+    assert comparison["p_value"] == pytest.approx(ft["p_value"]) and comparison["p_decides"] == ft["p_holm"]
+    assert comparison["beyond_noise"] is (not ft["tie"])
+    line = next(line for line in verdict["lines"] if line.startswith("End-to-end"))
+    assert ("within noise" in line) is ft["tie"] and "Holm-adjusted" in line

@@ -66,7 +66,7 @@ def make_verdict(runs: list[dict]) -> dict:
         "untested": untested,
         "best_cached": _entry(cached),
         "best_end_to_end": _entry(e2e),
-        "end_to_end_vs_cached": _end_to_end_vs_cached(by_name, cached, e2e),
+        "end_to_end_vs_cached": _end_to_end_vs_cached(by_name, cached, e2e, best, comparisons),
         "pretrained_vs_random": _pretrained_vs_random(rows),
         "warnings": _warnings(by_name[best["name"]]),
     }
@@ -107,19 +107,29 @@ def _compare_with_best(best: dict, others: list[dict]) -> tuple[list[dict], list
     return comparisons, untested
 
 
-def _end_to_end_vs_cached(by_name: dict, cached: dict | None, e2e: dict | None) -> dict | None:
+def _end_to_end_vs_cached(by_name: dict, cached: dict | None, e2e: dict | None, best: dict,
+                          comparisons: list[dict]) -> dict | None:
+    """What end-to-end bought over the best cached run. One planned comparison, so its own p-value; but where the
+    pair is one the verdict already tested (one of the two is the best), the Holm-adjusted p-value decides, so
+    the page never calls one pair both a tie and beyond noise."""
     if not (cached and e2e):
         return None
-    paired = None
+    paired, p_decides = None, None
     a, b = _test_predictions(by_name[e2e["name"]]), _test_predictions(by_name[cached["name"]])
     if a is not None and b is not None and (outcomes := stats.paired_outcomes(a, b)) is not None:
-        paired = stats.mcnemar_exact(*outcomes)  # one planned comparison: not adjusted
+        paired = stats.mcnemar_exact(*outcomes)
+        p_decides = paired.p_value
+        other = {cached["name"], e2e["name"]} - {best["name"]}
+        if len(other) == 1:
+            (name,) = other
+            p_decides = next((c["p_holm"] for c in comparisons if c["name"] == name), p_decides)
     return {
         "test_accuracy_delta": e2e["test_accuracy"] - cached["test_accuracy"],
         "compute_ratio": e2e["total_seconds"] / cached["total_seconds"] if cached["total_seconds"] > 0 else None,
         "test": stats.TEST_NAME if paired else None,
         "p_value": paired.p_value if paired else None,
-        "beyond_noise": paired.p_value < stats.ALPHA if paired else None,
+        "p_decides": p_decides,  # Holm-adjusted when the pair includes the best run, else p_value
+        "beyond_noise": p_decides < stats.ALPHA if paired else None,
     }
 
 
@@ -225,8 +235,9 @@ def verdict_lines(verdict: dict) -> list[str]:
         if comparison["beyond_noise"] is None:
             noise = "not tested paired (no per-image predictions for both)"
         else:
+            adjusted = ", Holm-adjusted" if comparison["p_decides"] != comparison["p_value"] else ""
             noise = ("beyond noise" if comparison["beyond_noise"] else "within noise") + \
-                f" (McNemar's exact test, {p_text(comparison['p_value'])})"
+                f" (McNemar's exact test{adjusted}, {p_text(comparison['p_decides'])})"
         ratio = comparison["compute_ratio"]
         cost = (f"{ratio:.1f}× the compute" if ratio is not None
                 else "an undefined compute ratio (the cached run reports 0 s)")
