@@ -453,5 +453,6 @@ def _esc(text) -> str:
 
 
 def _md(text) -> str:
-    # HTML-escape (Markdown passes raw HTML through), then neutralise Markdown's own syntax.
-    return re.sub(r"([\\`*_$\[\]|])", r"\\\1", _esc(text)).replace("\n", " ")
+    # HTML-escape (Markdown passes raw HTML through; quotes are harmless outside tags and stay readable), then
+    # neutralise Markdown's own syntax.
+    return re.sub(r"([\\`*_$\[\]|])", r"\\\1", html.escape(str(text), quote=False)).replace("\n", " ")

@@ -14,7 +14,7 @@ from featpipe.report import statistics as stats
 CACHED, END_TO_END = "cached", "end-to-end"
 ENTRY_KEYS = ("name", "label", "backbone", "head", "path", "pretrained", "val_accuracy", "test_accuracy",
               "test_accuracy_ci", "test_n", "total_seconds", "run_dir")
-LISTED = 6  # runs named per sentence before "and N more"
+LISTED = 8  # runs named per sentence before "and N more"
 
 
 def rank_key(row: dict) -> tuple:
