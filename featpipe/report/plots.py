@@ -65,10 +65,12 @@ def write_plots(runs: list[dict], plot_dir: Path, *, smooth: float = 0.0) -> lis
         name = dataset_facts(group[0])["name"]
         plots += [replace(p, dataset=key, title=f"Dataset {name}: {p.title}" if several else p.title)
                   for p in found if p is not None]
-        for run in group[:DETAILED_RUNS]:
+        for rank, run in enumerate(group[:DETAILED_RUNS]):
             stem = f"{run['number']:03d}_{_slug(run['row']['label'])}"
             plots.append(learning_curves(run, plot_dir / f"learning_{stem}.png", smooth))
             plots.append(confusion_matrix(run, plot_dir / f"confusion_{stem}.png"))
+            if rank:  # the best run's diagram is its dataset's, shown with its mistakes
+                plots.append(reliability(run, plot_dir / f"reliability_{stem}.png", per_run=True))
     plots.append(throughput([run["row"] for run in runs], plot_dir / "extraction_throughput.png"))
     return [p for p in plots if p is not None]
 
@@ -111,8 +113,9 @@ def accuracy_intervals(group: list[dict], path: Path) -> Plot | None:
                  kind="intervals")
 
 
-def reliability(run: dict, path: Path) -> Plot | None:
-    """The reliability diagram of a run on its test split, from the bins classification_metrics recorded."""
+def reliability(run: dict, path: Path, per_run: bool = False) -> Plot | None:
+    """The reliability diagram of a run on its test split, from the bins classification_metrics recorded, with
+    each bin's image count over its bar. `per_run`: a figure for the run's details, not its dataset's best."""
     test = run["metrics"].get("test") or {}
     bins = test.get("reliability")
     if not bins:
@@ -121,22 +124,25 @@ def reliability(run: dict, path: Path) -> Plot | None:
     ax = fig.subplots()
     lows = [b["low"] for b in bins]
     widths = [b["high"] - b["low"] for b in bins]
-    ax.bar(lows, [b["accuracy"] for b in bins], width=widths, align="edge", color="tab:blue", alpha=0.75,
-           edgecolor="white", label="accuracy in bin")
+    bars = ax.bar(lows, [b["accuracy"] for b in bins], width=widths, align="edge", color="tab:blue", alpha=0.75,
+                  edgecolor="white", label="accuracy in bin")
+    ax.bar_label(bars, labels=[str(b["count"]) for b in bins], fontsize=6, color="dimgray", padding=1)
     ax.plot([b["confidence"] for b in bins], [b["confidence"] for b in bins], "_", color="black", markersize=9,
             label="mean confidence")
     ax.plot([0, 1], [0, 1], color="gray", linestyle=":", linewidth=1)
     ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
+    ax.set_ylim(0, 1.1)
     ax.set_xlabel("confidence of the predicted class")
     ax.set_ylabel("accuracy")
     ece = test.get("ece")
     ax.set_title(_text(f"{run['row']['label']}: ECE {ece:.3f}" if ece is not None else run["row"]["label"]),
                  fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
-    return _save(fig, path, f"Reliability diagram (test) of the best run, {run['row']['label']}: "
-                 f"{test.get('ece_bins', len(bins))} equal-width confidence bins (empty bins not drawn)",
-                 kind="reliability")
+    which = "" if per_run else "the best run, "
+    return _save(fig, path, f"Reliability diagram (test) of {which}{run['row']['label']}: "
+                 f"{test.get('ece_bins', len(bins))} equal-width confidence bins, images per bin over each bar "
+                 "(empty bins not drawn)", run["row"]["run_dir"] if per_run else None,
+                 kind="reliability-run" if per_run else "reliability")
 
 
 def cost_frontier(group: list[dict], path: Path) -> Plot | None:

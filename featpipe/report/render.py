@@ -250,7 +250,8 @@ def _run_blocks(run: dict, plots: list[Plot], gallery: Gallery | None) -> list:
     elif row["rank"] > DETAILED_RUNS:
         blocks.append(Paragraph(f"Figures and mistakes are drawn for the best {DETAILED_RUNS} runs of each dataset; "
                                 f"featpipe compare {row['run_dir']} -o DIR draws them for this run."))
-    return blocks + [Image(p) for p in plots if p.kind == "confusion"]
+    figures = [Image(p) for p in plots if p.kind in ("confusion", "reliability-run")]
+    return blocks + ([Side(figures)] if figures else [])
 
 
 def _fmt(value, spec: str = "") -> str:
