@@ -26,6 +26,7 @@ from featpipe.data import load_image_folder
 from featpipe.errors import FeatpipeError
 from featpipe.heads.base import CachedSplit, Head, default_max_memory, format_bytes
 from featpipe.metrics import classification_metrics
+from featpipe.run_predictions import SplitPredictions, write_predictions
 from featpipe.runs import (RUN_FILE, RunRecord, finish_run, is_complete, load_run, save_model_files, timing,
                            verified_model_file)
 from featpipe.store import FeatureCache
@@ -126,8 +127,10 @@ def train_head(cache: FeatureCache, head: Head, runs_dir: str | os.PathLike = "r
         "timing": _timing(cache, fitted - start, predicted - fitted),
     }
     history = getattr(head, "history_", None)
+    predictions = write_predictions(run_dir, {split: SplitPredictions(tuple(cache.paths(split)), labels[split],
+                                                                      proba[split]) for split in proba})
     digests = save_model_files(run_dir, head.save)
-    finish_run(run_dir, _run_info(cache, head, run_dir, streamed), metrics,
+    finish_run(run_dir, _run_info(cache, head, run_dir, streamed, predictions), metrics,
                None if history is None else {**history, "phases": [{"name": "head", "start_epoch": 0}]}, digests)
     return TrainResult(head.name, run_dir, False, metrics, head)
 
@@ -176,7 +179,7 @@ def _timing(cache: FeatureCache, fit_seconds: float, predict_seconds: float) -> 
                   extract_images_per_second=extract["images_per_second"])
 
 
-def _run_info(cache: FeatureCache, head: Head, run_dir: Path, streamed: bool) -> RunRecord:
+def _run_info(cache: FeatureCache, head: Head, run_dir: Path, streamed: bool, predictions: dict) -> RunRecord:
     """run.json: enough to trace every number to its features and to rebuild the image -> class pipeline."""
     import sklearn
 
@@ -196,5 +199,6 @@ def _run_info(cache: FeatureCache, head: Head, run_dir: Path, streamed: bool) ->
             "weights_id": facts["backbone"]["weights_id"], "streamed": streamed,
             # How the fit was done where the head chose (solver, exact kernel or its approximation, validation).
             "fit": {key: head.selection_[key] for key in ("solver", "kernel", "validation") if key in head.selection_},
+            "predictions": predictions,  # per-image validation/test predictions (featpipe.run_predictions)
         },
     )

@@ -25,7 +25,7 @@ def small_disk(tmp_path):
 
 def fill(directory: Path, leave: int = 0) -> None:
     """Fill the file system of `directory` up to `leave` free bytes."""
-    with open(directory / "filler", "wb") as f:
+    with open(directory / "filler", "wb", buffering=0) as f:  # unbuffered: nothing left to flush on close
         try:
             while True:
                 f.write(b"\0" * 65536)

@@ -71,7 +71,8 @@ def test_demo_passes_its_options_and_prints_notes_and_verdict(tmp_path, monkeypa
 
     def fake_demo(out_dir, **kwargs):
         calls.append((out_dir, kwargs))
-        write_json(tmp_path / "summary.json", {"verdict": {"lines": ["Pretrained vs random: +70.00 points."]}})
+        verdict = {"lines": ["Pretrained vs random: +70.00 points."]}
+        write_json(tmp_path / "summary.json", {"verdict": verdict, "verdicts": [verdict]})
         return {"html": tmp_path / "report.html", "summary_json": tmp_path / "summary.json", "notes": ["a note"]}
 
     monkeypatch.setattr(demo, "run_demo", fake_demo)
@@ -81,3 +82,15 @@ def test_demo_passes_its_options_and_prints_notes_and_verdict(tmp_path, monkeypa
     assert out_dir == str(tmp_path / "out")
     assert (kwargs["seed"], kwargs["control"], kwargs["base_cache"], kwargs["progress"]) == (3, False, str(tmp_path / "b"), False)
     assert "note: a note" in result.stdout and "Pretrained vs random: +70.00 points." in result.stdout
+
+
+def test_compare_prints_one_verdict_per_dataset(tmp_path):
+    from report_fixtures import make_run
+
+    make_run(tmp_path / "runs", "cats-logreg", dataset="cats", seed=1)
+    make_run(tmp_path / "runs", "flowers-svm", head="svm", dataset="flowers", seed=2)
+    result = run("compare", tmp_path / "runs", "-o", tmp_path / "report")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert f"dataset cats ({tmp_path / 'cats'}):" in lines and f"dataset flowers ({tmp_path / 'flowers'}):" in lines
+    assert sum(line.startswith("  Best run, selected on validation accuracy") for line in lines) == 2

@@ -31,6 +31,14 @@ def test_demo_pretrains_a_base_then_compares_it_with_end_to_end_and_a_random_cop
     assert versus["pretrained"]["head"] == versus["random"]["head"]
     assert any(line.startswith("Pretrained vs random") for line in summary["verdict"]["lines"])
     assert summary["verdict"]["end_to_end_vs_cached"] is not None
+    # Labels a person reads, intervals, a paired verdict and the best run's mistakes with thumbnails.
+    assert all(len(row["label"]) <= 48 and "/" not in row["label"] for row in summary["runs"])
+    assert all(row["test_accuracy_ci"][0] <= row["test_accuracy"] <= row["test_accuracy_ci"][1]
+               for row in summary["runs"])
+    assert summary["verdict"]["test"] == "mcnemar-exact" and summary["verdict"]["untested"] == []
+    page = result["html"].read_text()
+    errors = page[page.index('<section id="errors">'):]
+    assert "data:image/jpeg;base64," in errors[:errors.index("</section>")]
     notes = " ".join(result["notes"])
     assert str(base) in notes and "random-initialised copy" in notes and "never draws" in notes
     assert "pretrained" in result["html"].read_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ from featpipe.errors import FeatpipeError
 from featpipe.finetune import CHECKPOINT_DIR, base_layers, run_finetune, run_name, unfreeze_start
 from featpipe.model_parts import all_layers
 from featpipe.pipeline import labeled_images
+from featpipe.run_predictions import read_predictions
 from featpipe.runtime import precision_scope
 
 HEAD_WEIGHTS = {"dense/kernel", "dense/bias", "predictions/kernel", "predictions/bias"}
@@ -128,6 +130,12 @@ def test_saved_model_maps_images_to_probabilities_without_augmentation(finished)
     assert proba.shape == (6, 2)
     np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-6)
     np.testing.assert_allclose(proba, finished["tuner"].model_(images).numpy(), rtol=1e-5, atol=1e-6)
+    # The run's per-image predictions are these, row by row, with the images' relative paths.
+    run_dir = finished["result"].run_dir
+    found = read_predictions(run_dir, runs.load_run(run_dir)["run"])["test"]
+    assert found.paths == data.splits["test"].paths
+    np.testing.assert_array_equal(found.labels, data.splits["test"].labels)
+    np.testing.assert_allclose(found.proba, proba, rtol=1e-4, atol=1e-5)
 
 
 def test_saved_model_loads_with_plain_keras_without_featpipe(finished, tmp_path):
@@ -372,3 +380,19 @@ def test_one_named_device_trains_under_one_device_strategy(dataset, tiny_model_f
     tuner.fit(load_image_folder(dataset))
     assert tuner.distribution_["strategy"] == "OneDeviceStrategy" and tuner.distribution_["global_batch_size"] == 8
     assert np.isfinite(tuner.history_["loss"]).all()
+
+
+def test_predictions_skip_unreadable_test_images_without_shifting_rows(finished, tmp_path):
+    data_dir = tmp_path / "data"
+    shutil.copytree(finished["data"].root, data_dir)
+    data = load_image_folder(data_dir)
+    broken = data.splits["test"].paths[1]
+    (data_dir / broken).write_bytes(b"not an image")
+    found = finished["tuner"].predictions(data, "test")
+    kept = [p for p in data.splits["test"].paths if p != broken]
+    assert found.paths == tuple(kept)
+    labels = dict(zip(data.splits["test"].paths, data.splits["test"].labels))
+    assert found.labels.tolist() == [labels[p] for p in kept]
+    # Row by row, the same probabilities as predicting the readable images alone.
+    images, _ = next(iter(labeled_images([str(data_dir / p) for p in kept], [labels[p] for p in kept], (32, 32), 16)))
+    np.testing.assert_allclose(found.proba, finished["tuner"].model_(images).numpy(), rtol=1e-4, atol=1e-5)

@@ -5,14 +5,11 @@ import pytest
 
 from featpipe.errors import FeatpipeError
 from featpipe.report import write_report
-from featpipe.report.collect import collect_runs, make_verdict
+from featpipe.report.collect import collect_runs
+from featpipe.report.statistics import wilson_interval
 from featpipe.runs import write_json
 from hostile_fixtures import small_disk  # noqa: F401  (a fixture)
 from report_fixtures import make_history, make_run
-
-
-def _rows(runs):
-    return [r["row"] for r in runs]
 
 
 def test_write_report_produces_every_file(tmp_path):
@@ -56,35 +53,29 @@ def test_summary_rows_agree_exactly_with_metrics_json(tmp_path):
             assert row[key] == info[key]
         assert csv_rows[row["name"]]["image_size"] == "32x32"
         assert row["run_dir"] == str(tmp_path / row["name"])
+        # How sure: the Wilson interval of the test accuracy over its n images, and the calibration error.
+        assert row["test_n"] == metrics["test"]["n"] == 40
+        assert row["test_accuracy_ci"] == list(wilson_interval(round(row["test_accuracy"] * 40), 40))
+        assert row["test_ece"] == metrics["test"]["ece"]
+        csv_row = csv_rows[row["name"]]
+        assert [float(csv_row["test_accuracy_ci_low"]), float(csv_row["test_accuracy_ci_high"])] == row["test_accuracy_ci"]
+        assert csv_row["label"] == row["label"] and "/" not in row["label"]
+    assert {r["name"]: r["label"] for r in summary["runs"]} == {
+        "a": "VGG16 · logreg", "b": "xception_41_imagenet · svm", "c": "VGG16 · fine-tune"}
 
 
-def test_verdict_picks_by_validation_and_reports_compute_ratio(tmp_path):
-    # The highest *test* accuracy is a decoy: selection must be on validation.
-    make_run(tmp_path, "decoy", val=0.70, test=0.95, extract=10, fit=2)
-    make_run(tmp_path, "cached-best", val=0.80, test=0.75, extract=10, fit=2)
-    make_run(tmp_path, "e2e-weak", path="end-to-end", val=0.75, test=0.9, fit=500)
-    make_run(tmp_path, "e2e-best", path="end-to-end", val=0.85, test=0.80, fit=300)
-    runs, skipped = collect_runs([tmp_path])
-    assert skipped == []
-    verdict = make_verdict(_rows(runs))
-    assert verdict["best"]["name"] == "e2e-best"
-    assert verdict["best_cached"]["name"] == "cached-best"
-    assert verdict["best_end_to_end"]["name"] == "e2e-best"
-    comparison = verdict["end_to_end_vs_cached"]
-    assert comparison["test_accuracy_delta"] == pytest.approx(0.80 - 0.75)
-    assert comparison["compute_ratio"] == pytest.approx(300 / 12)
-    assert "gained 5.00 percentage points" in verdict["lines"][3]
-    assert "25.0× the compute" in verdict["lines"][3]
-
-
-def test_verdict_reports_a_loss_for_end_to_end(tmp_path):
-    make_run(tmp_path, "cached", val=0.9, test=0.9, extract=4, fit=1)
-    make_run(tmp_path, "e2e", path="end-to-end", val=0.8, test=0.8, fit=20)
-    verdict = make_verdict(_rows(collect_runs([tmp_path])[0]))
-    assert verdict["best"]["name"] == "cached"
-    assert verdict["end_to_end_vs_cached"]["test_accuracy_delta"] == pytest.approx(-0.1)
-    assert verdict["end_to_end_vs_cached"]["compute_ratio"] == pytest.approx(4.0)
-    assert "lost 10.00 percentage points" in verdict["lines"][3]
+def test_a_run_made_before_metrics_had_ece_reports_a_dash(tmp_path):
+    run = make_run(tmp_path / "runs", "old", predictions=False)
+    metrics = json.loads((run / "metrics.json").read_text())
+    for split in ("validation", "test"):
+        for key in ("ece", "ece_bins", "reliability"):
+            del metrics[split][key]
+    write_json(run / "metrics.json", metrics)
+    paths = write_report([tmp_path / "runs"], tmp_path / "out")
+    summary = json.loads(paths["summary_json"].read_text())
+    assert summary["runs"][0]["test_ece"] is None
+    assert summary["runs"][0]["test_accuracy_ci"] is not None  # the interval needs only accuracy and n
+    assert "no per-image predictions" in paths["html"].read_text()
 
 
 def test_ties_broken_by_test_accuracy_then_lower_compute(tmp_path):
@@ -94,28 +85,6 @@ def test_ties_broken_by_test_accuracy_then_lower_compute(tmp_path):
     runs, _ = collect_runs([tmp_path])
     assert [r["row"]["name"] for r in runs] == ["fast", "slow", "worse-test"]
     assert [r["row"]["rank"] for r in runs] == [1, 2, 3]
-    assert make_verdict(_rows(runs))["best"]["name"] == "fast"
-
-
-@pytest.mark.parametrize("only", ["cached", "end-to-end"])
-def test_verdict_without_the_other_path(tmp_path, only):
-    make_run(tmp_path, "one", path=only, val=0.8, test=0.7)
-    verdict = make_verdict(_rows(collect_runs([tmp_path])[0]))
-    missing = "best_end_to_end" if only == "cached" else "best_cached"
-    assert verdict[missing] is None
-    assert verdict["end_to_end_vs_cached"] is None
-    assert verdict["best"]["name"] == "one"
-    other = "end-to-end" if only == "cached" else "cached"
-    assert f"No {other} run, so no end-to-end vs cached comparison." in verdict["lines"]
-    assert len(verdict["lines"]) == 3  # said once, not twice
-
-
-def test_zero_second_cached_run_gives_no_ratio(tmp_path):
-    make_run(tmp_path, "free", val=0.8, test=0.7, total=0.0)
-    make_run(tmp_path, "e2e", path="end-to-end", val=0.7, test=0.7, fit=5)
-    verdict = make_verdict(_rows(collect_runs([tmp_path])[0]))
-    assert verdict["end_to_end_vs_cached"]["compute_ratio"] is None
-    assert "undefined compute ratio" in verdict["lines"][3]
 
 
 def test_unfinished_and_missing_runs_are_skipped_with_reasons(tmp_path):
@@ -197,30 +166,3 @@ def test_a_full_report_disk_keeps_the_previous_report(tmp_path, small_disk):
     assert not [p for p in (small_disk / "report").rglob("*") if ".tmp" in p.name]
 
 
-def test_verdict_compares_the_best_pretrained_head_with_the_same_head_on_a_random_copy(tmp_path):
-    make_run(tmp_path, "pre-logreg", head="logreg", val=0.90, test=0.90)
-    make_run(tmp_path, "pre-svm", head="svm", val=0.80, test=0.95)
-    make_run(tmp_path, "rand-logreg", head="logreg", val=0.40, test=0.35, pretrained=False)
-    make_run(tmp_path, "rand-svm", head="svm", val=0.60, test=0.55, pretrained=False)
-    make_run(tmp_path, "other-base", head="logreg", backbone="keras:ResNet50", val=0.5, test=0.7, pretrained=False)
-    verdict = make_verdict(_rows(collect_runs([tmp_path])[0]))
-    versus = verdict["pretrained_vs_random"]
-    assert (versus["pretrained"]["name"], versus["random"]["name"]) == ("pre-logreg", "rand-logreg")
-    assert versus["test_accuracy_delta"] == pytest.approx(0.90 - 0.35)
-    assert ("the logreg head scores 90.00% test accuracy on the pretrained base and 35.00% on a "
-            "random-initialised copy of it (+55.00 percentage points for pretraining)") in verdict["lines"][-1]
-
-
-def test_no_pretrained_vs_random_line_without_a_random_copy(tmp_path):
-    make_run(tmp_path, "pre-logreg", head="logreg")
-    make_run(tmp_path, "rand-svm", head="svm", pretrained=False)
-    verdict = make_verdict(_rows(collect_runs([tmp_path])[0]))
-    assert verdict["pretrained_vs_random"] is None
-    assert not any("Pretrained vs random" in line for line in verdict["lines"])
-
-
-def test_verdict_says_when_a_run_used_a_random_initialised_base(tmp_path):
-    make_run(tmp_path, "rand-logreg", head="logreg", pretrained=False)
-    verdict = make_verdict(_rows(collect_runs([tmp_path])[0]))
-    assert verdict["best"]["pretrained"] is False
-    assert "(keras:VGG16, random-initialised base, logreg, cached)" in verdict["lines"][0]

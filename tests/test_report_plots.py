@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 from matplotlib import image as mpimg
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from featpipe.report import plots
 from featpipe.report.collect import collect_runs
@@ -39,7 +40,7 @@ def test_binary_runs_get_every_plot(tmp_path):
     runs, _ = collect_runs([tmp_path / "runs"])
     made = write_plots(runs, tmp_path / "plots", smooth=0.5)
     names = _names(made)
-    assert {"accuracy_by_backbone_head.png", "accuracy_vs_compute.png", "roc_test.png",
+    assert {"accuracy_intervals.png", "accuracy_vs_compute.png", "roc_test.png", "reliability_best.png",
             "extraction_throughput.png"} <= names
     assert sum(n.startswith("learning_") for n in names) == 1  # only the run with a history
     assert sum(n.startswith("confusion_") for n in names) == 3
@@ -58,7 +59,7 @@ def test_multiclass_has_no_roc_and_end_to_end_only_has_no_throughput(tmp_path):
     assert "roc_test.png" not in names
     assert "extraction_throughput.png" not in names
     assert not any(n.startswith("learning_") for n in names)
-    assert {"accuracy_by_backbone_head.png", "accuracy_vs_compute.png"} <= names
+    assert {"accuracy_intervals.png", "accuracy_vs_compute.png"} <= names
 
 
 def test_zero_compute_and_no_throughput_skip_cleanly(tmp_path):
@@ -86,7 +87,7 @@ def _learning_curve_figure(tmp_path, monkeypatch, history, smooth):
     make_run(tmp_path, "ft", path="end-to-end", history=history)
     runs, _ = collect_runs([tmp_path])
     figures = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path, title, run_dir=None: figures.append(fig))
+    monkeypatch.setattr(plots, "_save", lambda fig, path, title, run_dir=None, kind="": figures.append(fig))
     plots.learning_curves(runs[0], tmp_path / "lc.png", smooth=smooth)
     (fig,) = figures
     return fig
@@ -113,27 +114,63 @@ def test_learning_curves_without_smoothing_plot_the_raw_history(tmp_path, monkey
     assert line.get_label() == "training" and list(line.get_ydata()) == [1.0, 0.5, 0.25]
 
 
-def test_bars_show_the_best_validation_run_per_cell(tmp_path, monkeypatch):
-    make_run(tmp_path, "worse", val=0.6, test=0.9)
-    make_run(tmp_path, "better", val=0.9, test=0.7, seed=1)
-    runs, _ = collect_runs([tmp_path])
+def _figure(monkeypatch, draw, *args):
     figures = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path, title, run_dir=None: figures.append(fig))
-    plots.accuracy_bars([r["row"] for r in runs], tmp_path / "bars.png")
-    (bar,) = figures[0].axes[0].patches
-    assert bar.get_height() == pytest.approx(0.7)
+    monkeypatch.setattr(plots, "_save", lambda fig, path, title, run_dir=None, kind="": figures.append(fig))
+    draw(*args)
+    (fig,) = figures
+    return fig
 
 
-def test_a_random_initialised_copy_of_a_base_is_a_group_of_its_own(tmp_path, monkeypatch):
-    make_run(tmp_path, "pretrained", val=0.9, test=0.9)
-    make_run(tmp_path, "random", val=0.3, test=0.25, pretrained=False)
+def _overlaps(texts):
+    """Pairs of texts whose drawn boxes (matplotlib's own extents) intersect."""
+    fig = texts[0].figure
+    renderer = (fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)).get_renderer()
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts if t.get_text()]
+    return [(a, b) for i, (a, box_a) in enumerate(boxes) for b, box_b in boxes[i + 1:] if box_a.overlaps(box_b)]
+
+
+def test_numbered_markers_never_overlap_each_other_or_the_legend(tmp_path, monkeypatch):
+    # 40 runs crowded into a corner of accuracy x compute: numbers that fit go where no other number is.
+    for i in range(40):
+        make_run(tmp_path, f"r{i}", val=0.5 + i / 100, test=0.80 + (i % 5) / 40, extract=10 + i % 7, fit=1, seed=i)
     runs, _ = collect_runs([tmp_path])
-    figures = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path, title, run_dir=None: figures.append(fig))
-    plots.accuracy_bars([r["row"] for r in runs], tmp_path / "bars.png")
-    ax = figures[0].axes[0]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["keras:VGG16", "keras:VGG16 (random init)"]
-    assert [round(bar.get_height(), 2) for bar in ax.patches] == [0.9, 0.25]
+    fig = _figure(monkeypatch, plots.cost_frontier, runs, tmp_path / "f.png")
+    ax = fig.axes[0]
+    notes = [t for t in ax.texts]
+    assert len(notes) >= 10
+    assert _overlaps(notes) == []
+    legend = ax.get_legend().get_window_extent(fig.canvas.get_renderer())
+    assert not any(n.get_window_extent().overlaps(legend) for n in notes)
+    # Every number names a run's # in the table; points at one spot share a label.
+    numbers = {int(x) for n in notes for x in n.get_text().split(",")}
+    assert numbers <= {r["number"] for r in runs}
+
+
+def test_interval_plot_rows_are_labelled_and_never_overlap(tmp_path, monkeypatch):
+    for i in range(plots.FOREST_RUNS + 5):
+        make_run(tmp_path, f"r{i}", head=f"head{i}", val=0.5 + i / 200, test=0.7, seed=i)
+    runs, _ = collect_runs([tmp_path])
+    fig = _figure(monkeypatch, plots.accuracy_intervals, runs, tmp_path / "i.png")
+    ax = fig.axes[0]
+    FigureCanvasAgg(fig).draw()
+    ticks = ax.get_yticklabels()
+    assert len(ticks) == plots.FOREST_RUNS  # the best 40 by validation; the table has them all
+    assert ticks[0].get_text() == f"1  {runs[0]['row']['label']}"
+    assert _overlaps(list(ticks)) == []
+    # Each row's line spans its Wilson interval.
+    line = ax.get_lines()[0]
+    assert list(line.get_xdata()) == pytest.approx(runs[0]["row"]["test_accuracy_ci"])
+
+
+def test_reliability_diagram_draws_the_recorded_bins(tmp_path, monkeypatch):
+    make_run(tmp_path, "a")
+    runs, _ = collect_runs([tmp_path])
+    fig = _figure(monkeypatch, plots.reliability, runs[0], tmp_path / "r.png")
+    bins = runs[0]["metrics"]["test"]["reliability"]
+    bars = fig.axes[0].patches
+    assert [round(b.get_height(), 6) for b in bars] == [round(b["accuracy"], 6) for b in bins]
+    assert "ECE" in fig.axes[0].get_title()
 
 
 def test_no_pyplot_figures_are_left_open(tmp_path):

@@ -7,6 +7,7 @@ from html.parser import HTMLParser
 import pytest
 
 from featpipe.report import write_report
+from featpipe.report.render import SORT_SCRIPT, _md
 from report_fixtures import HOSTILE, QUOTES, make_history, make_run
 
 
@@ -48,12 +49,13 @@ def hostile_report(tmp_path_factory):
 def test_user_text_is_escaped_in_html_never_raw(hostile_report):
     paths = hostile_report
     page = paths["html"].read_text()
-    assert HOSTILE not in page and "<script" not in page.lower()
+    assert HOSTILE not in page and page.lower().count("<script") == 1  # the fixed sorting script only
+    assert f"<script>{SORT_SCRIPT}</script>" in page
     assert QUOTES not in page
     assert html.escape(HOSTILE) in page
     assert html.escape(QUOTES) in page
     parsed = _parse(page)
-    assert "script" not in parsed.tags
+    assert parsed.tags.count("script") == 1
     text = "".join(parsed.text)
     # The escaped text decodes back to exactly what the user wrote: class names, run names, notes, title.
     assert f"evil {HOSTILE} {QUOTES}" in text
@@ -68,9 +70,10 @@ def test_html_is_self_contained(hostile_report):
     page = paths["html"].read_text()
     parsed = _parse(page)
     assert not re.search(r"https?://", page)
-    assert "link" not in parsed.tags and "script" not in parsed.tags and "iframe" not in parsed.tags
+    assert "link" not in parsed.tags and "iframe" not in parsed.tags
+    assert [attrs for tag, attrs in parsed.attrs if tag == "script"] == [{}]  # inline, no src
     images = [attrs for tag, attrs in parsed.attrs if tag == "img"]
-    assert len(images) == len(paths["plots"])
+    assert len(images) == len(paths["plots"])  # each figure once; no thumbnails: the images are not there
     for attrs in images:
         assert attrs["src"].startswith("data:image/png;base64,")
         assert base64.b64decode(attrs["src"].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
@@ -83,13 +86,13 @@ def test_html_has_summary_table_verdict_and_sections(hostile_report):
     paths = hostile_report
     page = paths["html"].read_text()
     summary = json.loads(paths["summary_json"].read_text())
-    table = re.search(r'<table id="summary">(.*?)</table>', page, re.S).group(1)
+    table = re.search(r'<table id="summary" class="sortable">(.*?)</table>', page, re.S).group(1)
     assert table.count("<tr>") == 1 + len(summary["runs"])
     for line in summary["verdict"]["lines"]:
         assert html.escape(line) in page
     # The verdict comes before the summary table; notes come first of all.
     assert page.index("random-initialised") < page.index('id="verdict"') < page.index('id="summary"')
-    for section in ("plots", "runs", "skipped"):
+    for section in ("errors", "plots", "runs", "skipped"):
         assert f'id="{section}"' in page
     assert "no run.json" in page
 
@@ -108,7 +111,10 @@ def test_markdown_has_the_same_content_with_relative_images(hostile_report):
     rows = [line for line in markdown.splitlines() if re.match(r"\| \d+ \|", line)]
     assert len(rows) == len(summary["runs"])
     assert all(line.count(" | ") == header.count(" | ") for line in rows)  # no cell broke the table
-    assert "Best run, selected on validation accuracy: ft" in markdown
+    assert summary["verdict"]["lines"][0].startswith(
+        "Best run, selected on validation accuracy: VGG16 · fine-tune, test accuracy 75.0% [59.8, 85.8]")
+    for line in summary["verdict"]["lines"]:  # the same verdict, in Markdown's escaping
+        assert _md(line) in markdown
 
 
 def test_multiclass_report_has_no_roc(tmp_path):

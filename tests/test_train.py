@@ -7,6 +7,7 @@ import pytest
 
 from featpipe.errors import FeatpipeError
 from featpipe.heads import load_head, make_head
+from featpipe.run_predictions import read_predictions
 from featpipe.runs import is_complete, load_run
 from featpipe.store import FeatureCache
 from featpipe.train import open_for_training, parse_size, train_head
@@ -47,6 +48,12 @@ def test_writes_a_complete_traceable_run(cache_path, tmp_path):
     with FeatureCache(cache_path) as cache:
         proba = load_head(result.run_dir).predict_proba(cache.features("test"))
         assert (proba.argmax(1) == cache.labels("test")).mean() == metrics["test"]["accuracy"]
+        # Per-image predictions, row by row, for the report's paired tests and mistakes gallery.
+        found = read_predictions(result.run_dir, info)
+        assert found["test"].paths == tuple(cache.paths("test"))
+        np.testing.assert_array_equal(found["test"].labels, cache.labels("test"))
+        np.testing.assert_allclose(found["test"].proba, proba, atol=1e-6)
+        assert found["validation"].paths == tuple(cache.paths("validation"))
 
 
 def test_dense_run_has_a_history_with_one_phase(cache_path, tmp_path):

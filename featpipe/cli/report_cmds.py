@@ -74,8 +74,12 @@ def _print_report(paths: dict, as_json: bool) -> None:
     from featpipe.runs import read_json
 
     summary = read_json(paths["summary_json"])
-    for line in summary["verdict"]["lines"]:
-        click.echo(line)
+    verdicts = summary["verdicts"]
+    for verdict in verdicts:
+        if len(verdicts) > 1:
+            click.echo(f"dataset {verdict['dataset']['name']} ({verdict['dataset']['root']}):")
+        for line in verdict["lines"]:
+            click.echo(("  " if len(verdicts) > 1 else "") + line)
     click.echo(f"report: {paths['html']}")
     if as_json:
         echo_json({k: str(v) for k, v in paths.items() if k != "plots"})

@@ -11,7 +11,9 @@ from pathlib import Path
 from featpipe import runs, runtime
 from featpipe.data import ImageFolder
 from featpipe.finetune.tuner import FineTuner, require_split
+from featpipe.metrics import classification_metrics
 from featpipe.provenance import key_digest, versions
+from featpipe.run_predictions import write_predictions
 
 CHECKPOINT_DIR = "checkpoints"
 MODEL_FILE = "model.keras"
@@ -68,8 +70,10 @@ def run_finetune(data: ImageFolder, tuner: FineTuner, runs_dir: str | os.PathLik
     clock = time.perf_counter()
     tuner.fit(data, run_dir / CHECKPOINT_DIR, callbacks=callbacks, verbose=verbose)
     fitted = time.perf_counter()
-    metrics = {"validation": tuner.evaluate(data, "validation"), "test": tuner.evaluate(data, "test")}
+    found = {split: tuner.predictions(data, split) for split in ("validation", "test")}
+    metrics = {split: classification_metrics(p.labels, p.proba, list(data.classes)) for split, p in found.items()}
     predict_seconds = time.perf_counter() - fitted
+    predictions = write_predictions(run_dir, found)
     digests = runs.save_model_files(run_dir, lambda folder: tuner.model_.save(folder / MODEL_FILE))
     metrics["selection"] = None if tuner.best_ is None else {
         "metric": "val_loss", "best_params": {"phase": tuner.best_["phase"], "epoch": tuner.best_["epoch"] + 1},
@@ -77,7 +81,7 @@ def run_finetune(data: ImageFolder, tuner: FineTuner, runs_dir: str | os.PathLik
     }
     metrics["timing"] = _timing(tuner, len(data.splits["train"]), predict_seconds,
                                 setup_seconds=fitted - clock - sum(tuner.phase_seconds_.values()))
-    record = _run_info(data, tuner, run_dir.name, device)
+    record = _run_info(data, tuner, run_dir.name, device, predictions)
     runs.finish_run(run_dir, record, metrics, tuner.history_, digests)
     shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
     return FinetuneRun(run_dir, False, record.to_json(), metrics)
@@ -94,7 +98,7 @@ def _timing(tuner: FineTuner, n_train: int, predict_seconds: float, setup_second
     )
 
 
-def _run_info(data: ImageFolder, tuner: FineTuner, name: str, device: str) -> runs.RunRecord:
+def _run_info(data: ImageFolder, tuner: FineTuner, name: str, device: str, predictions: dict) -> runs.RunRecord:
     backbone = tuner.backbone
     return runs.RunRecord(
         name=name, kind="finetune", path="end-to-end", head="finetune",
@@ -110,5 +114,6 @@ def _run_info(data: ImageFolder, tuner: FineTuner, name: str, device: str) -> ru
             "distribution": tuner.distribution_,
             "device": device or ("GPU" if runtime.gpus() else "CPU"),
             "compute_dtype": tuner.compute_dtype, "precision": tuner.precision,
+            "predictions": predictions,  # per-image validation/test predictions (featpipe.run_predictions)
         },
     )

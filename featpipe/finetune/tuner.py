@@ -37,8 +37,9 @@ from featpipe.metrics import classification_metrics
 from featpipe.model_parts import (
     all_layers, apply_layers, class_probabilities, classifier_layers, compiled_forward, loss_name, make_optimizer,
 )
-from featpipe.pipeline import labeled_images
+from featpipe.pipeline import batched, indexed_images, labeled_images
 from featpipe.preprocessing import preprocessing_layer
+from featpipe.run_predictions import SplitPredictions
 
 PHASES = ("frozen", "fine-tune")
 
@@ -319,17 +320,30 @@ class FineTuner:
 
     def predict_split(self, data: ImageFolder, split: str) -> tuple[np.ndarray, np.ndarray]:
         """(labels, class probabilities) for a split's readable images, in row order."""
-        labels, proba = [], []
-        for images, batch_labels in self._dataset(data, split):
-            proba.append(self._forward(images).numpy())
-            labels.append(batch_labels.numpy())
-        if not labels:
+        rows, proba = self._predict_rows(data, split)
+        return np.asarray(data.splits[split].labels)[rows], proba
+
+    def predictions(self, data: ImageFolder, split: str) -> SplitPredictions:
+        """A split's readable images, in row order: relative paths, labels and class probabilities."""
+        rows, proba = self._predict_rows(data, split)
+        rows_of = data.splits[split]
+        return SplitPredictions(tuple(rows_of.paths[i] for i in rows), np.asarray(rows_of.labels)[rows],
+                                as_class_probs(proba))
+
+    def _predict_rows(self, data: ImageFolder, split: str) -> tuple[np.ndarray, np.ndarray]:
+        # Unreadable images are dropped by the pipeline: the row index says which images the rest are.
+        images = indexed_images(data.files(split), self.backbone.image_size, self.crop_to_aspect_ratio)
+        rows, proba = [], []
+        for batch, batch_rows in batched(images, self.global_batch_size):
+            proba.append(self._forward(batch).numpy())
+            rows.append(batch_rows.numpy())
+        if not rows:
             raise FeatpipeError(f"no readable images in the {split} split")
-        return np.concatenate(labels), np.concatenate(proba)
+        return np.concatenate(rows), np.concatenate(proba)
 
     def evaluate(self, data: ImageFolder, split: str) -> dict:
-        labels, proba = self.predict_split(data, split)
-        return classification_metrics(labels, as_class_probs(proba), list(data.classes))
+        found = self.predictions(data, split)
+        return classification_metrics(found.labels, found.proba, list(data.classes))
 
 
 @functools.cache

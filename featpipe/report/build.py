@@ -7,9 +7,12 @@ from pathlib import Path
 
 from featpipe import atomic
 from featpipe.errors import FeatpipeError
-from featpipe.report.collect import collect_runs, make_verdict, write_csv
-from featpipe.report.plots import write_plots
+from featpipe.report.collect import collect_runs, write_csv
+from featpipe.report.gallery import BEST_RUN_MISTAKES, RUN_MISTAKES, mistakes_gallery
+from featpipe.report.labels import shared_facts
+from featpipe.report.plots import DETAILED_RUNS, write_plots
 from featpipe.report.render import build_document, to_html, to_markdown
+from featpipe.report.verdict import make_verdicts
 from featpipe.runs import write_json
 
 DEFAULT_TITLE = "featpipe comparison report"
@@ -20,6 +23,8 @@ def write_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, 
     """Write report.html, report.md, summary.json, summary.csv and plots/*.png into out_dir.
 
     Unfinished or unreadable runs are listed as skipped; FeatpipeError only when no run finished.
+    Runs of different datasets (fingerprints) get a verdict each: summary.json's "verdicts" holds them all and
+    "verdict" the one verdict when there is one dataset (null with several).
     Returns {"html", "markdown", "summary_json", "summary_csv": Path, "plots": [Path, ...]}.
     """
     if not 0.0 <= smooth < 1.0:
@@ -34,7 +39,7 @@ def write_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, 
     out_dir = Path(out_dir)
     atomic.make_dirs(out_dir)
     rows = [run["row"] for run in runs]
-    verdict = make_verdict(rows)
+    verdicts = make_verdicts(runs)
     plots = write_plots(runs, out_dir / "plots", smooth=smooth)
     paths = {
         "html": out_dir / "report.html",
@@ -42,10 +47,27 @@ def write_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, 
         "summary_json": out_dir / "summary.json",
         "summary_csv": out_dir / "summary.csv",
     }
-    write_json(paths["summary_json"],
-               {"title": title, "notes": notes, "verdict": verdict, "runs": rows, "skipped": skipped})
+    write_json(paths["summary_json"], {
+        "title": title, "notes": notes, "verdict": verdicts[0] if len(verdicts) == 1 else None,
+        "verdicts": verdicts, "runs": rows, "skipped": skipped,
+    })
     write_csv(rows, paths["summary_csv"])
-    blocks = build_document(title, notes, runs, verdict, skipped, plots)
+    galleries = _galleries(runs, verdicts)
+    blocks = build_document(title, notes, runs, verdicts, skipped, plots, galleries,
+                            shared_facts([run["run"] for run in runs]))
     atomic.write_text(paths["html"], to_html(blocks, title))
     atomic.write_text(paths["markdown"], to_markdown(blocks, out_dir))
     return {**paths, "plots": [p.path for p in plots]}
+
+
+def _galleries(runs: list[dict], verdicts: list[dict]) -> dict:
+    """The best run of each dataset gets the big gallery; the other detailed runs a smaller one."""
+    best = {v["best"] for v in verdicts}
+    detailed = {}
+    for run in runs:
+        name = run["row"]["name"]
+        if name in best:
+            detailed[name] = mistakes_gallery(run, BEST_RUN_MISTAKES)
+        elif run["row"]["rank"] <= DETAILED_RUNS:
+            detailed[name] = mistakes_gallery(run, RUN_MISTAKES)
+    return detailed

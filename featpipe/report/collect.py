@@ -1,4 +1,5 @@
-"""Gather run directories into ranked summary rows, the skipped runs, and the verdict."""
+"""Gather run directories into summary rows (ranked within their dataset, labelled), with each run's per-image
+predictions where it recorded them, and the skipped runs."""
 
 from __future__ import annotations
 
@@ -7,15 +8,19 @@ from pathlib import Path
 
 from featpipe import csvfile
 from featpipe.errors import FeatpipeError
+from featpipe.report.labels import make_labels
+from featpipe.report.statistics import accuracy_interval
+from featpipe.report.verdict import dataset_facts, dataset_key, rank_key
+from featpipe.run_predictions import read_predictions
 from featpipe.runs import METRICS_FILE, RUN_FILE, find_runs, load_run, read_json, verified_model_file
 
 # The summary's columns, in the order of summary.csv.
 COLUMNS = (
-    "rank", "name", "backbone", "head", "path", "kind", "weights", "pretrained", "image_size",
-    "val_accuracy", "test_accuracy", "test_balanced_accuracy", "test_log_loss", "test_roc_auc",
-    "extract_seconds", "extract_images_per_second", "fit_seconds", "total_seconds", "run_dir",
+    "dataset", "rank", "label", "name", "backbone", "head", "path", "kind", "weights", "pretrained", "image_size",
+    "val_accuracy", "test_accuracy", "test_accuracy_ci_low", "test_accuracy_ci_high", "test_n", "test_ece",
+    "test_balanced_accuracy", "test_log_loss", "test_roc_auc",
+    "extract_seconds", "extract_images_per_second", "fit_seconds", "total_seconds", "dataset_fingerprint", "run_dir",
 )
-CACHED, END_TO_END = "cached", "end-to-end"
 
 
 def collect_runs(paths: list[str | os.PathLike]) -> tuple[list[dict], list[dict]]:
@@ -44,11 +49,25 @@ def collect_runs(paths: list[str | os.PathLike]) -> tuple[list[dict], list[dict]
             except FeatpipeError as e:
                 skipped.append(_skip(run_dir, str(e)))
                 continue
+            _load_predictions(loaded)
             runs.append(loaded)
-    runs.sort(key=lambda r: rank_key(r["row"]))
-    for rank, run in enumerate(runs, 1):
-        run["row"]["rank"] = rank
-    return runs, skipped
+    return rank_runs(runs), skipped
+
+
+def rank_runs(runs: list[dict]) -> list[dict]:
+    """Runs grouped by dataset (the dataset of the best run first), ranked within it; labels set over all."""
+    runs = sorted(runs, key=lambda r: rank_key(r["row"]))
+    order = list(dict.fromkeys(dataset_key(run) for run in runs))
+    runs.sort(key=lambda r: order.index(dataset_key(r)))  # stable: the ranking holds within each dataset
+    rank: dict[str, int] = {}
+    for number, run in enumerate(runs, 1):
+        key = dataset_key(run)
+        rank[key] = rank.get(key, 0) + 1
+        run["row"]["rank"] = rank[key]
+        run["number"], run["dataset_key"] = number, key  # number: the run's # in the table and on plots
+    for run, label in zip(runs, make_labels([run["run"] for run in runs])):
+        run["row"]["label"] = label
+    return runs
 
 
 def _skip(run_dir: Path, reason: str) -> dict:
@@ -75,6 +94,18 @@ def _unfinished_reason(run_dir: Path) -> str:
     return f"{RUN_FILE} status is {status!r}, not 'complete'"
 
 
+def _load_predictions(loaded: dict) -> None:
+    """loaded["predictions"]: {split: SplitPredictions} or None, and why not in "predictions_problem"."""
+    loaded["predictions"], loaded["predictions_problem"] = None, None
+    try:
+        loaded["predictions"] = read_predictions(loaded["dir"], loaded["run"])
+    except FeatpipeError as e:
+        loaded["predictions_problem"] = f"per-image predictions unusable ({e})"
+        return
+    if loaded["predictions"] is None:
+        loaded["predictions_problem"] = "no per-image predictions (a run made before featpipe recorded them)"
+
+
 def summary_row(loaded: dict) -> dict:
     """One summary row; numbers are taken verbatim from metrics.json so they agree exactly."""
     info, metrics = loaded["run"], loaded["metrics"]
@@ -85,8 +116,13 @@ def summary_row(loaded: dict) -> dict:
         raise FeatpipeError(f"{loaded['dir']}: {METRICS_FILE} lacks {e}") from None
     if not all(isinstance(v, (int, float)) for v in (val_accuracy, test_accuracy, total_seconds)):
         raise FeatpipeError(f"{loaded['dir']}: {METRICS_FILE} has no numeric accuracies or total_seconds")
+    n = test.get("n")
+    ci = accuracy_interval(test_accuracy, n)
+    dataset = dataset_facts(loaded)
     return {
+        "dataset": dataset["name"],
         "rank": None,
+        "label": None,  # set over all runs of the report (labels say what distinguishes runs)
         "name": info.get("name", Path(loaded["dir"]).name),
         "backbone": info.get("backbone"),
         "head": info.get("head"),
@@ -97,6 +133,10 @@ def summary_row(loaded: dict) -> dict:
         "image_size": info.get("image_size"),
         "val_accuracy": val_accuracy,
         "test_accuracy": test_accuracy,
+        "test_accuracy_ci": list(ci) if ci else None,
+        "test_n": n if isinstance(n, int) else None,
+        "test_ece": test.get("ece"),
+        "val_ece": val.get("ece"),
         "test_balanced_accuracy": test.get("balanced_accuracy"),
         "test_log_loss": test.get("log_loss"),
         "test_roc_auc": test.get("roc_auc"),
@@ -104,105 +144,17 @@ def summary_row(loaded: dict) -> dict:
         "extract_images_per_second": timing.get("extract_images_per_second"),
         "fit_seconds": timing.get("fit_seconds"),
         "total_seconds": total_seconds,
+        "dataset_fingerprint": dataset["fingerprint"],
         "run_dir": str(loaded["dir"]),
     }
-
-
-def rank_key(row: dict) -> tuple:
-    """Best first: validation accuracy (the honest selection), then test accuracy, then less compute."""
-    return (-row["val_accuracy"], -row["test_accuracy"], row["total_seconds"])
 
 
 def write_csv(rows: list[dict], path: str | os.PathLike) -> None:
     """summary.csv: one line per run in COLUMNS order, spreadsheet-safe, written atomically."""
     def cells(row: dict) -> list:
-        size = row["image_size"]
-        row = {**row, "image_size": "x".join(map(str, size)) if size else None}
+        size, ci = row["image_size"], row["test_accuracy_ci"] or [None, None]
+        row = {**row, "image_size": "x".join(map(str, size)) if size else None,
+               "test_accuracy_ci_low": ci[0], "test_accuracy_ci_high": ci[1]}
         return ["" if row[column] is None else row[column] for column in COLUMNS]
 
     csvfile.write_csv(path, list(COLUMNS), map(cells, rows))
-
-
-def make_verdict(rows: list[dict]) -> dict:
-    """The best run overall, per path, and what end-to-end bought over the best cached run."""
-    best = min(rows, key=rank_key)
-    cached = _best(rows, CACHED)
-    e2e = _best(rows, END_TO_END)
-    comparison = None
-    if cached and e2e:
-        comparison = {
-            "test_accuracy_delta": e2e["test_accuracy"] - cached["test_accuracy"],
-            "compute_ratio": e2e["total_seconds"] / cached["total_seconds"] if cached["total_seconds"] > 0 else None,
-        }
-    verdict = {
-        "best": _entry(best),
-        "best_cached": _entry(cached),
-        "best_end_to_end": _entry(e2e),
-        "end_to_end_vs_cached": comparison,
-        "pretrained_vs_random": _pretrained_vs_random(rows),
-    }
-    verdict["lines"] = verdict_lines(verdict)
-    return verdict
-
-
-def _pretrained_vs_random(rows: list[dict]) -> dict | None:
-    """The best cached run on a pretrained base against the same head on a random-initialised copy of it."""
-    pretrained = _best([r for r in rows if r["pretrained"] is True], CACHED)
-    if pretrained is None:
-        return None
-    control = _best([r for r in rows if r["pretrained"] is False and r["head"] == pretrained["head"]
-                     and r["backbone"] == pretrained["backbone"]], CACHED)
-    if control is None:
-        return None
-    return {"pretrained": _entry(pretrained), "random": _entry(control),
-            "test_accuracy_delta": pretrained["test_accuracy"] - control["test_accuracy"]}
-
-
-def _best(rows: list[dict], path: str) -> dict | None:
-    candidates = [r for r in rows if r["path"] == path]
-    return min(candidates, key=rank_key) if candidates else None
-
-
-def _entry(row: dict | None) -> dict | None:
-    keys = ("name", "backbone", "head", "path", "pretrained", "val_accuracy", "test_accuracy", "total_seconds",
-            "run_dir")
-    return {k: row[k] for k in keys} if row else None
-
-
-def verdict_lines(verdict: dict) -> list[str]:
-    """The verdict as plain sentences (renderers escape them)."""
-    lines = [f"Best run, selected on validation accuracy: {_describe(verdict['best'])}."]
-    for key, label in (("best_cached", "cached"), ("best_end_to_end", "end-to-end")):
-        entry = verdict[key]
-        lines.append(f"Best {label} run: {_describe(entry)}." if entry
-                     else f"No {label} run, so no end-to-end vs cached comparison.")
-    comparison = verdict["end_to_end_vs_cached"]
-    if comparison is not None:
-        delta = comparison["test_accuracy_delta"] * 100
-        change = f"gained {delta:.2f}" if delta > 0 else f"lost {-delta:.2f}" if delta < 0 else "changed by 0.00"
-        ratio = comparison["compute_ratio"]
-        cost = (f"{ratio:.1f}× the compute" if ratio is not None
-                else "undefined compute ratio (the cached run reports 0 s)")
-        lines.append(
-            f"End-to-end {change} percentage points of test accuracy against the best cached run, at {cost} "
-            f"({verdict['best_end_to_end']['total_seconds']:.1f} s vs {verdict['best_cached']['total_seconds']:.1f} s)."
-        )
-    versus = verdict.get("pretrained_vs_random")
-    if versus is not None:
-        delta = versus["test_accuracy_delta"] * 100
-        lines.append(
-            f"Pretrained vs random: the {versus['pretrained']['head']} head scores "
-            f"{versus['pretrained']['test_accuracy']:.2%} test accuracy on the pretrained base and "
-            f"{versus['random']['test_accuracy']:.2%} on a random-initialised copy of it "
-            f"({'+' if delta >= 0 else '−'}{abs(delta):.2f} percentage points for pretraining)."
-        )
-    return lines
-
-
-def _describe(entry: dict) -> str:
-    random = ", random-initialised base" if entry.get("pretrained") is False else ""
-    return (
-        f"{entry['name']} ({entry['backbone']}{random}, {entry['head']}, {entry['path']}): "
-        f"validation {entry['val_accuracy']:.2%}, test {entry['test_accuracy']:.2%}, "
-        f"{entry['total_seconds']:.1f} s of compute"
-    )
