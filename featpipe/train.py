@@ -26,8 +26,8 @@ from featpipe.data import load_image_folder
 from featpipe.errors import FeatpipeError
 from featpipe.heads.base import CachedSplit, Head, default_max_memory, format_bytes
 from featpipe.metrics import classification_metrics
-from featpipe.runs import (RUN_FILE, RunRecord, finish_run, is_complete, load_run, save_model_files, timing,
-                           verified_model_file)
+from featpipe.runs import (RUN_FILE, RunRecord, finish_run, is_complete, load_run, run_lock, save_model_files,
+                           timing, verified_model_file)
 from featpipe.store import FeatureCache
 
 SPLITS = ("train", "validation", "test")
@@ -106,7 +106,14 @@ def train_head(cache: FeatureCache, head: Head, runs_dir: str | os.PathLike = "r
     run dir. `head` itself stays unfitted."""
     run_dir = run_dir_for(cache, head, runs_dir)
     if is_complete(run_dir) and not force:
-        return _reuse(run_dir, cache, head)
+        return _reuse(run_dir, cache, head)  # reading needs no lock (nor a writable runs dir)
+    with run_lock(run_dir):
+        if is_complete(run_dir) and not force:  # finished by another process since the check above
+            return _reuse(run_dir, cache, head)
+        return _train(cache, head, run_dir, max_memory)
+
+
+def _train(cache: FeatureCache, head: Head, run_dir: Path, max_memory: int | None) -> TrainResult:
     budget = default_max_memory() if max_memory is None else max_memory
     head = clone(head).set_params(max_memory=budget)
     (run_dir / RUN_FILE).unlink(missing_ok=True)  # the old run is unfinished from here on

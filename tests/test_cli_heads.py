@@ -144,3 +144,26 @@ def test_a_read_only_runs_dir_is_one_line(cache_path, tmp_path):
     result = run("predict", run_dir, tmp_path, "-o", "/nonexistent/dir/x.csv")
     assert trained.exit_code == 0 and result.exit_code == 1
     assert result.output == "featpipe: error: no such directory: /nonexistent/dir (for /nonexistent/dir/x.csv)\n"
+
+
+def test_two_trainings_of_one_head_at_once(cache_path, tmp_path):
+    """Issue 20, item 8: the second `train` of a run directory being written says so in one line, exit 1."""
+    import subprocess
+    import sys
+
+    from featpipe.runs import run_lock
+
+    runs = tmp_path / "runs"
+    with run_lock(runs / "synthetic-0123456789abcdef-logreg"):
+        held = run("train", cache_path, "--head", "logreg", "--no-data-check", "--runs-dir", runs)
+    assert held.exit_code == 1 and held.output.count("\n") == 1 and "Traceback" not in held.output
+    assert held.stderr.startswith("featpipe: error: another featpipe process is writing run directory ")
+    # Two real processes at once: each either trains, reuses the other's run, or is refused in one line.
+    command = [sys.executable, "-c", "from featpipe.cli import main; main()", "train", str(cache_path), "--head", "svm", "--no-data-check",
+               "--runs-dir", str(runs)]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outcomes = [(p.wait(120), p.stdout.read() + p.stderr.read()) for p in procs]
+    for code, output in outcomes:
+        assert (code == 0 and ("trained svm" in output or "reused svm" in output)) or (
+            code == 1 and "another featpipe process is writing run directory" in output), output
+    assert sum("trained svm" in output for _, output in outcomes) == 1

@@ -372,3 +372,14 @@ def test_one_named_device_trains_under_one_device_strategy(dataset, tiny_model_f
     tuner.fit(load_image_folder(dataset))
     assert tuner.distribution_["strategy"] == "OneDeviceStrategy" and tuner.distribution_["global_batch_size"] == 8
     assert np.isfinite(tuner.history_["loss"]).all()
+
+
+def test_a_run_being_written_by_another_process_is_refused_at_once(tmp_path, dataset, tiny_model_file):
+    """Issue 20, item 8: two fine-tunings of one run would checkpoint into the same directory."""
+    data = load_image_folder(dataset)
+    tuner = tiny_tuner(tiny_model_file, augment="none", fine_tune_epochs=0)
+    run_dir = tmp_path / "runs" / run_name(data, tuner)
+    with runs.run_lock(run_dir):
+        with pytest.raises(FeatpipeError, match=f"^another featpipe process is writing run directory {run_dir} "):
+            run_finetune(data, tuner, tmp_path / "runs")
+    assert not run_dir.exists()
