@@ -4,6 +4,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -167,3 +168,23 @@ def test_two_trainings_of_one_head_at_once(cache_path, tmp_path):
         assert (code == 0 and ("trained svm" in output or "reused svm" in output)) or (
             code == 1 and "another featpipe process is writing run directory" in output), output
     assert sum("trained svm" in output for _, output in outcomes) == 1
+
+
+@pytest.mark.parametrize("head, memory", [("logreg", None), ("logreg", "1K"), ("svm", None), ("dense", None)])
+def test_non_finite_features_are_refused_naming_split_and_count(tmp_path, head, memory):
+    """Issue 20, item 3 (training side): NaN/inf rows, in memory or streamed, are one line, exit 1."""
+    from heads_fixtures import splits, write_cache
+
+    data = splits()
+    features, labels = data["validation"]
+    features = features.copy()
+    features[[1, 4], 0] = [np.nan, np.inf]
+    features[4, 3] = -np.inf  # two bad values in one row: still one row
+    data["validation"] = (features, labels)
+    path = write_cache(tmp_path / "poisoned.h5", data, ["cat", "dog"])
+    extra = ["--max-memory", memory] if memory else []
+    result = run("train", path, "--head", head, "--no-data-check", "--runs-dir", tmp_path / "runs", *extra)
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert result.stderr.startswith(f"featpipe: error: poisoned.h5: 2 of {len(labels)} validation rows hold "
+                                    "non-finite features (NaN or inf)")
+    assert not (tmp_path / "runs" / f"poisoned-{head}" / "run.json").exists()
