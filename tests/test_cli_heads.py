@@ -188,3 +188,19 @@ def test_non_finite_features_are_refused_naming_split_and_count(tmp_path, head, 
     assert result.stderr.startswith(f"featpipe: error: poisoned.h5: 2 of {len(labels)} validation rows hold "
                                     "non-finite features (NaN or inf)")
     assert not (tmp_path / "runs" / f"poisoned-{head}" / "run.json").exists()
+
+
+@pytest.mark.parametrize("head", ["svm", "linear-svm"])
+def test_a_validation_split_of_one_class_trains_and_records_the_fallback(tmp_path, head):
+    """Issue 20, item 4: every validation image of one class was unreadable."""
+    from heads_fixtures import splits, write_cache
+
+    data = splits()
+    features, labels = data["validation"]
+    data["validation"] = (features[labels == 1], labels[labels == 1])
+    path = write_cache(tmp_path / "oneclass.h5", data, ["cat", "dog"])
+    result = run("train", path, "--head", head, "--no-data-check", "--runs-dir", tmp_path / "runs", "--json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((Path(json.loads(result.stdout)["run_dir"]) / "metrics.json").read_text())
+    assert metrics["selection"]["calibration"].startswith("none: logistic of the decision values")
+    assert metrics["selection"]["kept_validation_accuracy"] == metrics["validation"]["accuracy"]
