@@ -180,7 +180,7 @@ def predict(run_dir: str | os.PathLike, inputs: list[str | os.PathLike], output:
     header = ["path", "predicted_class", *(f"prob_{name}" for name in classes), "error"]
     write_csv(output, header, (
         [path, classes[int(found[row].argmax())], *map(float, found[row]), ""] if row in found
-        else [path, "", *[""] * len(classes), unreadable_reason(path)]
+        else [path, "", *[""] * len(classes), unreadable_reason(path, size=classifier.image_size)]
         for row, path in enumerate(files)
     ))
     return PredictResult(output, len(files), len(files) - len(found))
