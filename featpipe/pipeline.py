@@ -135,7 +135,9 @@ def decode_and_resize(contents: tf.Tensor, size: tuple[int, int], crop_to_aspect
 
     `branch` (a tensor in a pipeline): 0 decodes at full size; 1, 2, 3 decode a JPEG at 1/2, 1/4, 1/8
     in the DCT domain (see `jpeg_reduction`)."""
-    full = lambda: tf.io.decode_image(contents, channels=3, expand_animations=False)  # noqa: E731
+    def full():
+        return tf.io.decode_image(contents, channels=3, expand_animations=False)
+
     if isinstance(branch, int) and branch == 0:
         image = full()
     else:

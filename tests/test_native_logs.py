@@ -13,8 +13,8 @@ NATIVE = [
     b"I0000 00:00:1796088528.852094   27089 cudart_stub.cc:31] Could not find cuda drivers on your machine.",
     b"E0000 00:00:1796088600.165049   24142 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error",
     b"I0000 00:00:1796087594.363787   24142 cpu_feature_guard.cc:227] This TensorFlow binary is optimized",
-    b"To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with the "
-    b"appropriate compiler flags.",
+    (b"To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with the "
+     b"appropriate compiler flags."),
     b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
     b"2024-01-01 12:00:00.123456: I tensorflow/core/util/port.cc:113] oneDNN custom operations are on.",
 ]

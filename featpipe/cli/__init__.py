@@ -99,7 +99,8 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="featpipe")
-@click.option("-v", "--verbose", count=True, help="More log output: -v featpipe's debug lines, -vv every library's.")
+@click.option("-v", "--verbose", count=True,
+              help="More log output: -v featpipe's debug lines and TensorFlow's C++/absl logs, -vv every library's.")
 def main(verbose: int) -> None:
     """featpipe: run a frozen pretrained base once, cache its features, train heads in seconds."""
     # Before any command imports TensorFlow: its C++ start-up chatter is noise on a command line (the lines
