@@ -54,21 +54,32 @@ def write_error(error: OSError, path: str | os.PathLike) -> FeatpipeError:
 
 
 def destination(path: str | os.PathLike) -> Path:
-    """What writing `path` writes: a symbolic link's final target (which need not exist yet), else `path`."""
+    """What writing `path` writes: a symbolic link's final target (which need not exist yet), else `path`.
+    A link to a FIFO or a device (``/dev/stdout``) stays as it is: it is written through, and opening it
+    follows it (a ``/proc/self/fd`` pipe has no name to resolve to)."""
     path = Path(path)
     if not path.is_symlink():
         return path
-    target = Path(os.path.realpath(path))
-    if target.is_symlink():  # realpath gives up on a loop
-        raise FeatpipeError(f"symbolic link loop: {path}")
-    return target
+    try:
+        if _is_special(path, strict=True):
+            return path
+    except FileNotFoundError:
+        pass  # a dangling link: its target is created
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise FeatpipeError(f"symbolic link loop: {path}") from None
+        raise write_error(e, path) from None
+    return Path(os.path.realpath(path))
 
 
-def _is_special(path: Path) -> bool:
-    """True for an existing FIFO, device or socket: a file to write into, not to replace."""
+def _is_special(path: Path, strict: bool = False) -> bool:
+    """True for an existing FIFO, device or socket: a file to write into, not to replace. `strict`: raise
+    the OSError of a path that cannot be looked at, instead of answering False."""
     try:
         mode = os.stat(path).st_mode
     except OSError:
+        if strict:
+            raise
         return False
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 

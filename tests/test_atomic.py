@@ -3,6 +3,7 @@
 import errno
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -173,3 +174,9 @@ def test_character_devices_are_written_not_replaced():
         with pytest.raises(FeatpipeError, match="^no space left on device writing /dev/full$"):
             atomic.write_text("/dev/full", "x")
         assert not os.path.isfile("/dev/full")
+
+
+def test_dev_stdout_is_written_through_even_when_it_is_a_pipe():
+    script = "from featpipe import atomic; atomic.write_text('/dev/stdout', 'through the pipe\\n')"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout == "through the pipe\n", done.stderr
