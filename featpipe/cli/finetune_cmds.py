@@ -53,11 +53,11 @@ def finetune(data, backbone, weights, image_size, preprocess, precision, seed, a
     """
     unfreeze = _unfreeze_spec(unfreeze_top, unfreeze_from, unfreeze_all)  # before TensorFlow loads
     parse_image_size(image_size)
+    dataset, base, device = load_dataset_and_backbone(data, val_fraction, seed, precision, backbone, weights,
+                                                      image_size, preprocess)
     from featpipe import runtime
     from featpipe.finetune import FineTuner, run_finetune
 
-    dataset, base, device = load_dataset_and_backbone(data, val_fraction, seed, precision, backbone, weights,
-                                                      image_size, preprocess)
     tuner = FineTuner(
         base, augment=augment, pooling=pooling, epochs=epochs, fine_tune_epochs=fine_tune_epochs,
         batch_size=runtime.default_batch_size() if batch_size is None else batch_size, learning_rate=learning_rate,
