@@ -11,6 +11,7 @@ from pathlib import Path
 from featpipe import runs, runtime
 from featpipe.data import ImageFolder
 from featpipe.finetune.tuner import FineTuner, require_split
+from featpipe.pipeline import DECODE_RULE
 from featpipe.provenance import key_digest, versions
 
 CHECKPOINT_DIR = "checkpoints"
@@ -44,6 +45,7 @@ def run_key(data: ImageFolder, tuner: FineTuner) -> str:
         "backbone": tuner.backbone.identity(), "image_size": list(tuner.backbone.image_size),
         "dataset": data.fingerprint(), "classes": list(data.classes), "params": tuner.params(),
         "seed": tuner.seed, "compute_dtype": tuner.compute_dtype, **({"replicas": replicas} if replicas > 1 else {}),
+        "decode": DECODE_RULE,  # how its images' pixels are decoded, as for a cache key
     })
 
 
