@@ -84,10 +84,17 @@ def _is_special(path: Path, strict: bool = False) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
+def _refuse_block_device(path: Path) -> None:
+    # A disk or partition: writing a file's bytes over it would destroy a file system, never what was meant.
+    if stat.S_ISBLK(os.stat(path).st_mode):
+        raise FeatpipeError(f"refusing to write {path}: it is a block device (a disk), not a file")
+
+
 def check_writable(path: str | os.PathLike) -> None:
     """Fail fast, before expensive work, when `path` cannot be written: no such folder, or not writable."""
     path = destination(path)
     if _is_special(path):
+        _refuse_block_device(path)
         if not os.access(path, os.W_OK):
             raise write_error(OSError(errno.EACCES, "Permission denied"), path)
         return
@@ -200,6 +207,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = destination(path)
     suffix = ".weights.h5" if path.name.endswith(".weights.h5") else path.suffix
     special = _is_special(path)
+    if special:
+        _refuse_block_device(path)
     with write_errors(path):
         # mkstemp's file is private (0600) until it is complete; a FIFO or device's stage is the temp folder.
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}",

@@ -180,3 +180,17 @@ def test_dev_stdout_is_written_through_even_when_it_is_a_pipe():
     script = "from featpipe import atomic; atomic.write_text('/dev/stdout', 'through the pipe\\n')"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout == "through the pipe\n", done.stderr
+
+
+def test_a_block_device_is_refused_not_overwritten(tmp_path):
+    import stat
+
+    node = tmp_path / "disk"
+    try:  # an unbound loop-device number: harmless even if it were opened
+        os.mknod(node, stat.S_IFBLK | 0o600, os.makedev(7, 250))
+    except (PermissionError, OSError):
+        pytest.skip("cannot make a device node here (needs root)")
+    for write in (atomic.check_writable, lambda p: atomic.write_text(p, "x")):
+        with pytest.raises(FeatpipeError, match=f"^refusing to write {node}: it is a block device"):
+            write(node)
+    assert stat.S_ISBLK(node.stat().st_mode)
