@@ -36,9 +36,8 @@ def test_demo_pretrains_a_base_then_compares_it_with_end_to_end_and_a_random_cop
     assert "pretrained" in result["html"].read_text()
 
 
-def test_a_second_demo_reuses_the_pretrained_base(tmp_path, small_target, monkeypatch):
-    base = pretrain.pretrained_base(tmp_path / "bases", TINY, verbose=False)
-    monkeypatch.setattr(pretrain, "_pretrain", lambda *args: pytest.fail("pretrained again"))
+def stop_at_the_grid(monkeypatch) -> list:
+    """The experiments the demo starts, recorded; the first one stops it (KeyboardInterrupt)."""
     experiments = []
 
     def stop(exp, progress):
@@ -46,6 +45,13 @@ def test_a_second_demo_reuses_the_pretrained_base(tmp_path, small_target, monkey
         raise KeyboardInterrupt
 
     monkeypatch.setattr(demo, "run_experiment", stop)
+    return experiments
+
+
+def test_a_second_demo_reuses_the_pretrained_base(tmp_path, small_target, monkeypatch):
+    base = pretrain.pretrained_base(tmp_path / "bases", TINY, verbose=False)
+    monkeypatch.setattr(pretrain, "_pretrain", lambda *args: pytest.fail("pretrained again"))
+    experiments = stop_at_the_grid(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         demo.run_demo(tmp_path / "out", progress=False, base_cache=tmp_path / "bases", pretrain_config=TINY)
     assert experiments[0].backbones == [base.spec] and experiments[0].weights == "default"
@@ -117,13 +123,7 @@ def test_an_unwritable_base_cache_pretrains_into_the_demo_folder_and_says_so(tmp
     blocker.write_text("a file, not a folder")
     if where == "XDG_CACHE_HOME":
         monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
-    experiments = []
-
-    def stop(exp, progress):
-        experiments.append(exp)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(demo, "run_experiment", stop)
+    experiments = stop_at_the_grid(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         demo.run_demo(tmp_path / "out", progress=False, pretrain_config=TINY,
                       base_cache=blocker / "bases" if where == "--base-cache" else None)
