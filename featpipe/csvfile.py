@@ -7,13 +7,16 @@ leading apostrophe, as OWASP recommends. Numbers are written as numbers.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+import sys
 from typing import Iterable
 
 from featpipe import atomic
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+STDOUT = "-"  # as a path: standard output, written once every row is known
 
 
 def safe_cell(value):
@@ -24,8 +27,11 @@ def safe_cell(value):
 
 
 def write_csv(path: str | os.PathLike, header: list[str], rows: Iterable[list]) -> None:
-    """Header plus rows, every text cell made safe; the file appears complete or not at all."""
-    with atomic.atomic_open(path, "w", newline="", encoding="utf-8") as f:
+    """Header plus rows, every text cell made safe; the file appears complete or not at all.
+    `path` "-" is standard output."""
+    stdout = os.fspath(path) == STDOUT
+    with contextlib.nullcontext(sys.stdout) if stdout else atomic.atomic_open(path, "w", newline="",
+                                                                                 encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow([safe_cell(cell) for cell in header])
         for row in rows:

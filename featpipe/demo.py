@@ -48,7 +48,7 @@ def run_demo(out_dir: str | os.PathLike, data: str | None = None, backbone: str 
     images, the heads, the end-to-end run and the random copy. Another seed pretrains another base.
     `pretrain_config`: a `featpipe.pretrain.PretrainConfig` (tests use tiny ones); its seed is replaced.
     """
-    from featpipe.pretrain import PretrainConfig, pretrained_base
+    from featpipe.pretrain import PretrainConfig
     from featpipe.report import write_report
 
     start = time.perf_counter()
@@ -56,7 +56,7 @@ def run_demo(out_dir: str | os.PathLike, data: str | None = None, backbone: str 
     notes = []
     pretrain_config = replace(pretrain_config or PretrainConfig(), seed=seed)
     if backbone is None and data is None:
-        base = pretrained_base(base_cache or default_base_cache(), pretrain_config)
+        base = _pretrained_base(base_cache, out, pretrain_config, notes)
         spec = base.spec
         record = base.record
         notes.append(
@@ -85,6 +85,27 @@ def run_demo(out_dir: str | os.PathLike, data: str | None = None, backbone: str 
     paths = write_report(run_dirs, out / "report", title="featpipe demo", notes=notes)
     log.info("demo: done in %.0f s", time.perf_counter() - start)
     return {**paths, "notes": notes}
+
+
+def _pretrained_base(base_cache, out: Path, config, notes: list[str]):
+    """The cached demo base; when the base cache cannot be written (a read-only HOME or --base-cache), the
+    base is pretrained into the demo's own folder instead, and the notes say it was not kept for later demos."""
+    from featpipe import pretrain
+
+    try:
+        cache = Path(base_cache) if base_cache else default_base_cache()
+    except RuntimeError as e:  # Path.home(): no HOME and no passwd entry
+        cache, problem = None, f"no home folder for the default base cache: {e}"
+    if cache is not None:
+        try:
+            return pretrain.pretrained_base(cache, config)
+        except pretrain.BaseCacheUnwritable as e:
+            problem = str(e)
+    fallback = out / "base"
+    message = f"{problem}: pretraining it into {fallback} for this demo only (set --base-cache to keep it)"
+    log.warning("demo: %s", message)
+    notes.append(f"The pretrained base was not cached for later demos: {message}.")
+    return pretrain.pretrained_base(fallback, config)
 
 
 def _target_note() -> str:

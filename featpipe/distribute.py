@@ -62,7 +62,7 @@ def run_local_workers(job: dict, parts: list[Part], devices: list[str | None], w
     failed = [(name, proc, log, mine) for name, proc, log, mine in workers if proc.returncode != 0]
     if failed:
         lost = workdir.unwritten([p for _, _, _, mine in failed for p in mine])
-        reasons = "; ".join(f"{name} {_how(proc.returncode)}{_last_line(log.name)}" for name, proc, log, _ in failed)
+        reasons = "; ".join(f"{name} {_how(proc.returncode, log.name)}" for name, proc, log, _ in failed)
         raise FeatpipeError(f"{reasons}. The other parts are kept: run the same command again to extract the "
                             f"{len(lost)} missing part{'s' * (len(lost) != 1)}")
 
@@ -93,20 +93,32 @@ def _stop(workers) -> None:
             proc.wait()
 
 
-def _how(returncode: int) -> str:
+def _how(returncode: int, log_path: str) -> str:
+    """How a worker ended: the signal that killed it (its log's last line is then whatever it was doing, often
+    a CUDA message, not why), or its exit code and its last own log line."""
     if returncode < 0:
-        return f"was killed by {signal.Signals(-returncode).name}"
-    return f"failed (exit {returncode})"
+        return f"was killed by {signal_name(-returncode)} (log: {log_path})"
+    return f"failed (exit {returncode}){_last_line(log_path)}"
+
+
+def signal_name(signum: int) -> str:
+    """``signal 9 (SIGKILL)``; a number alone for a signal Python does not name."""
+    try:
+        return f"signal {signum} ({signal.Signals(signum).name})"
+    except ValueError:
+        return f"signal {signum}"
 
 
 def _last_line(log_path: str) -> str:
+    from featpipe.native_logs import is_native_log
+
     try:
         with open(log_path, "rb") as f:
             f.seek(max(0, os.fstat(f.fileno()).st_size - 4096))
-            lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+            lines = [ln.strip() for ln in f.read().splitlines() if ln.strip() and not is_native_log(ln.strip())]
     except OSError:
         return ""
-    return f": {lines[-1]}" if lines else ""
+    return f": {lines[-1].decode(errors='replace')}" if lines else ""
 
 
 def select_devices(devices: str, workers: int, visible_gpus: int) -> list[str | None]:

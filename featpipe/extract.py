@@ -27,7 +27,7 @@ from featpipe.data import ImageFolder
 from featpipe.errors import FeatpipeError
 from featpipe.model_parts import compiled_forward
 from featpipe.parts import Part, PartData, part_rows_for, shard_parts
-from featpipe.pipeline import batched, indexed_images, unreadable_reason
+from featpipe.pipeline import DECODE_RULE, batched, indexed_images, unreadable_reason
 from featpipe.progress import Progress
 from featpipe.provenance import key_digest, timestamp, versions
 from featpipe.store import FeatureCache, cache_file_name
@@ -86,6 +86,7 @@ def extraction_facts(data: ImageFolder, backbone: Backbone, splits: list[str], p
         "backbone": backbone.identity(),
         "image_size": list(backbone.image_size),
         "crop_to_aspect_ratio": crop_to_aspect_ratio,
+        "decode": DECODE_RULE,  # how pixels are decoded (JPEG DCT reduction): a rule change is a new key
         "pooling": pooling,
         "dtype": dtype,
         "compute_dtype": compute_dtype,

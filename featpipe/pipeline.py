@@ -1,9 +1,15 @@
 """tf.data input pipelines shared by extraction and fine-tuning: read, decode, resize, batch, prefetch.
 
 Every file is read once, in Python threads, and checked before TensorFlow sees its bytes: it must be a
-regular, readable file (a FIFO never blocks the read, see `featpipe.data.read_regular_file`) whose header
-(PIL reads only the header) claims at most `max_pixels` pixels, so a decompression bomb is never decoded
-or allocated. Files that fail a check, or that TensorFlow cannot decode (corrupt, truncated, not an
+regular, readable file (a FIFO never blocks the read, see `featpipe.data.read_regular_file`) whose decode
+would hold at most `max_pixels` pixels (PIL reads only the header), so a decompression bomb is never decoded
+or allocated.
+
+A JPEG is decoded at the largest DCT-domain reduction (1/2, 1/4 or 1/8, libjpeg's scaled decoding) whose
+both sides stay at or above the target size, then resized: a 100-megapixel photo is a photo, decoded at an
+eighth of its side for a 224 x 224 input, in a fraction of the time and memory. The pixel cap applies to that
+decode; PNG, GIF and BMP, which decode at full size only, are capped at full size. This rule
+(`DECODE_RULE`) determines the pixels, so it is a fact of the cache key. Files that fail a check, or that TensorFlow cannot decode (corrupt, truncated, not an
 image), are dropped inside the pipeline; every element carries its row index, so the caller learns which
 rows went missing and records them with `unreadable_reason`.
 """
@@ -18,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 
 from featpipe.data import UnusableFile, read_regular_file
 from featpipe.errors import FeatpipeError
@@ -30,6 +36,11 @@ MAX_PIXELS_ENV = "FEATPIPE_MAX_IMAGE_PIXELS"
 # Reading threads, and files read ahead per window (bounds the memory of bytes waiting for the decoder).
 READ_THREADS = 8
 READ_WINDOW = 64
+# JPEG decoding reductions libjpeg offers in the DCT domain, largest first; the index of one in
+# (1, 2, 4, 8) is its decode branch (0: full size, as every other format).
+JPEG_REDUCTIONS = (8, 4, 2)
+DECODE_RULE = "jpeg: largest DCT reduction of 1/2, 1/4, 1/8 keeping both sides >= the target size; others: full size"
+_JPEG_FORMATS = ("JPEG", "MPO")
 
 
 def max_pixels(value: int | None = None) -> int:
@@ -50,35 +61,65 @@ def _max_bytes(pixels: int) -> int:
     return 4 * pixels + (16 << 20)
 
 
-def check_header(data: bytes, limit: int) -> Image.Image:
-    """The image PIL identifies in `data` (header read only), refused (UnusableFile) when it claims more
-    than `limit` pixels -- all frames of a GIF count, as TensorFlow decodes them all."""
+def check_header(data: bytes, limit: int, size: tuple[int, int] | None = None) -> Image.Image:
+    """The image PIL identifies in `data` (header read only), refused (UnusableFile) when decoding it would
+    hold more than `limit` pixels -- all frames of a GIF count, as TensorFlow decodes them all; a JPEG counts
+    at the scale it will be decoded at for a target `size` (height, width; see `jpeg_reduction`)."""
+    image = _open_header(data, limit)
+    frames = image.n_frames if image.format == "GIF" else 1
+    width, height = image.size
+    reduction = jpeg_reduction(image, size)
+    decoded = -(-width // reduction) * -(-height // reduction)
+    if decoded * frames > limit:
+        claim = f"{width}x{height} pixels" + (f" x {frames} frames" if frames > 1 else "")
+        if reduction > 1:
+            claim += f" ({decoded} decoded at 1/{reduction})"
+        raise UnusableFile(_too_big(claim, limit))
+    return image
+
+
+def _open_header(data: bytes, limit: int) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(data))
-            frames = image.n_frames if image.format == "GIF" else 1
-        except Image.DecompressionBombError as e:  # over PIL's own hard limit, twice its default
+            return Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as e:  # over PIL's own cap, twice its default: judged here instead
+            if data[:3] == b"\xff\xd8\xff":
+                try:  # the plugin itself reads the header without PIL's cap; a JPEG may decode reduced
+                    return JpegImagePlugin.JpegImageFile(io.BytesIO(data))
+                except Exception as error:  # noqa: BLE001  hostile headers raise many kinds
+                    raise UnusableFile(_pil_reason(error)) from None
             claimed = re.search(r"\((\d+) pixels\)", str(e))
             raise UnusableFile(_too_big(f"{claimed[1] if claimed else 'over ' + str(2 * DEFAULT_MAX_PIXELS)} pixels",
                                         min(limit, 2 * DEFAULT_MAX_PIXELS))) from None
         except Exception as e:  # PIL raises many kinds on hostile headers; all mean "not an image we can use"
             raise UnusableFile(_pil_reason(e)) from None
+
+
+def jpeg_reduction(image: Image.Image, size: tuple[int, int] | None) -> int:
+    """1, 2, 4 or 8: the largest DCT reduction at which a JPEG still covers `size` (height, width) on both
+    sides (libjpeg rounds a reduced side up); 1 for other formats or without a target size. Centre-cropping
+    to the target's aspect ratio needs the same, so it holds with --crop-to-aspect-ratio too."""
+    if size is None or image.format not in _JPEG_FORMATS:
+        return 1
     width, height = image.size
-    if width * height * frames > limit:
-        raise UnusableFile(_too_big(f"{width}x{height} pixels" + (f" x {frames} frames" if frames > 1 else ""), limit))
-    return image
+    return next((r for r in JPEG_REDUCTIONS if -(-height // r) >= size[0] and -(-width // r) >= size[1]), 1)
 
 
 def _too_big(claim: str, limit: int) -> str:
     return f"image claims {claim}, over the {limit}-pixel limit (decompression bomb? raise {MAX_PIXELS_ENV} if real)"
 
 
-def read_image(path: str, limit: int) -> bytes:
+def read_image(path: str, limit: int, size: tuple[int, int] | None = None) -> bytes:
     """The bytes of `path`, once it is known to be a regular, readable image of sane size; UnusableFile if not."""
+    return _read_checked(path, limit, size)[0]
+
+
+def _read_checked(path: str, limit: int, size: tuple[int, int] | None) -> tuple[bytes, int]:
+    """(bytes, decode branch: log2 of the JPEG reduction, 0 for a full-size decode) of a checked image."""
     data = read_regular_file(path, _max_bytes(limit))
-    check_header(data, limit)
-    return data
+    reduction = jpeg_reduction(check_header(data, limit, size), size)
+    return data, reduction.bit_length() - 1
 
 
 def _pil_reason(error: Exception) -> str:
@@ -88,9 +129,20 @@ def _pil_reason(error: Exception) -> str:
     return text or type(error).__name__
 
 
-def decode_and_resize(contents: tf.Tensor, size: tuple[int, int], crop_to_aspect_ratio: bool = False) -> tf.Tensor:
-    """Encoded bytes (JPEG/PNG/BMP/GIF first frame; any mode) -> float32 RGB 0-255 at `size`."""
-    image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+def decode_and_resize(contents: tf.Tensor, size: tuple[int, int], crop_to_aspect_ratio: bool = False,
+                      branch: int | tf.Tensor = 0) -> tf.Tensor:
+    """Encoded bytes (JPEG/PNG/BMP/GIF first frame; any mode) -> float32 RGB 0-255 at `size`.
+
+    `branch` (a tensor in a pipeline): 0 decodes at full size; 1, 2, 3 decode a JPEG at 1/2, 1/4, 1/8
+    in the DCT domain (see `jpeg_reduction`)."""
+    def full():
+        return tf.io.decode_image(contents, channels=3, expand_animations=False)
+
+    if isinstance(branch, int) and branch == 0:
+        image = full()
+    else:
+        reduced = [lambda r=r: tf.io.decode_jpeg(contents, channels=3, ratio=r) for r in (2, 4, 8)]
+        image = tf.switch_case(tf.cast(branch, tf.int32), [full, *reduced])
     image.set_shape([None, None, 3])
     if crop_to_aspect_ratio:
         image = _center_crop_to_aspect(image, size[0] / size[1])
@@ -125,22 +177,23 @@ def indexed_images(
     paths = [files[i] for i in rows]
 
     def checked():
-        for row, data in zip(rows.tolist(), _read_all(paths, limit)):
-            if data is not None:
-                yield data, row
+        for row, found in zip(rows.tolist(), _read_all(paths, limit, size)):
+            if found is not None:
+                yield found[0], row, found[1]
 
-    signature = (tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.int64))
+    signature = (tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.int64), tf.TensorSpec((), tf.int32))
     dataset = tf.data.Dataset.from_generator(checked, output_signature=signature)
-    dataset = dataset.map(lambda data, row: (decode_and_resize(data, size, crop_to_aspect_ratio), row),
+    dataset = dataset.map(lambda data, row, branch: (decode_and_resize(data, size, crop_to_aspect_ratio, branch), row),
                           num_parallel_calls=AUTOTUNE, deterministic=True)
     return dataset.ignore_errors()
 
 
-def _read_all(paths: list[str], limit: int):
-    """Each path's checked bytes (None when unusable), in order, read by a few threads a window at a time."""
+def _read_all(paths: list[str], limit: int, size: tuple[int, int]):
+    """Each path's checked (bytes, decode branch) (None when unusable), in order, read by a few threads a
+    window at a time."""
     def read(path):
         try:
-            return read_image(path, limit)
+            return _read_checked(path, limit, size)
         except UnusableFile:
             return None
 
@@ -149,14 +202,19 @@ def _read_all(paths: list[str], limit: int):
             yield from pool.map(read, paths[start:start + READ_WINDOW])
 
 
-def unreadable_reason(path: str, limit: int | None = None) -> str:
-    """Why a file the pipeline dropped cannot be used, for the record of skipped files."""
+def unreadable_reason(path: str, limit: int | None = None, size: tuple[int, int] | None = None) -> str:
+    """Why a file the pipeline dropped cannot be used, for the record of skipped files. Without the target
+    `size` a JPEG is judged at its smallest decode (1/8), the most any target allows."""
     try:
-        data = read_image(path, max_pixels(limit))
+        data = read_regular_file(path, _max_bytes(max_pixels(limit)))
+        image = check_header(data, max_pixels(limit), size or (1, 1))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:  # its size was checked: decoding it is safe
-                image.load()
+            # Its size was checked: decoding it is safe; a JPEG at the reduction checked (PIL's draft).
+            reduction = jpeg_reduction(image, size or (1, 1))
+            if reduction > 1:
+                image.draft(image.mode, (-(-image.size[0] // reduction), -(-image.size[1] // reduction)))
+            image.load()
     except UnusableFile as e:
         return e.reason
     except Exception as e:  # noqa: BLE001  any PIL failure on a hostile file is a reason, not a crash

@@ -20,7 +20,7 @@ import numpy as np
 
 from featpipe import atomic
 from featpipe.backbones import Backbone, load_backbone
-from featpipe.csvfile import write_csv
+from featpipe.csvfile import STDOUT, write_csv
 from featpipe.data import folder_error, is_image_file
 from featpipe.errors import FeatpipeError
 from featpipe.heads import load_head
@@ -162,8 +162,10 @@ def image_files(inputs: list[str | os.PathLike]) -> list[str]:
 
 def predict(run_dir: str | os.PathLike, inputs: list[str | os.PathLike], output: str | os.PathLike = "predictions.csv",
             batch_size: int = 32) -> PredictResult:
-    """One CSV row per image: path, predicted class, a probability per class; unreadable files get an error row."""
-    atomic.check_writable(output)  # before any work: the previous file stays until the new one is complete
+    """One CSV row per image: path, predicted class, a probability per class; unreadable files get an error row.
+    `output` "-" is standard output."""
+    if os.fspath(output) != STDOUT:
+        atomic.check_writable(output)  # before any work: the previous file stays until the new one is complete
     files = image_files(inputs)
     classifier = load_classifier(run_dir)
     classes = classifier.classes
@@ -178,7 +180,7 @@ def predict(run_dir: str | os.PathLike, inputs: list[str | os.PathLike], output:
     header = ["path", "predicted_class", *(f"prob_{name}" for name in classes), "error"]
     write_csv(output, header, (
         [path, classes[int(found[row].argmax())], *map(float, found[row]), ""] if row in found
-        else [path, "", *[""] * len(classes), unreadable_reason(path)]
+        else [path, "", *[""] * len(classes), unreadable_reason(path, size=classifier.image_size)]
         for row, path in enumerate(files)
     ))
     return PredictResult(output, len(files), len(files) - len(found))

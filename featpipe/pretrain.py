@@ -22,6 +22,7 @@ from pathlib import Path
 
 import keras
 
+from featpipe import atomic
 from featpipe.errors import FeatpipeError
 from featpipe.provenance import file_digest, key_digest
 from featpipe.runs import read_json, write_json
@@ -95,6 +96,10 @@ def build_classifier(config: PretrainConfig, n_classes: int):
     return keras.Model(inputs, outputs, name="shapes_base")
 
 
+class BaseCacheUnwritable(FeatpipeError):
+    """The folder a pretrained base would be cached in cannot be written (a read-only HOME, say)."""
+
+
 def pretrained_base(cache_dir: str | os.PathLike, config: PretrainConfig | None = None,
                     verbose: bool = True) -> PretrainedBase:
     """The cached base for `config`, pretraining it first when no verified copy is cached."""
@@ -107,7 +112,11 @@ def pretrained_base(cache_dir: str | os.PathLike, config: PretrainConfig | None 
         log.info("pretrained base: reusing %s (source-task validation accuracy %.1f%%)",
                  path, 100 * record["source_val_accuracy"])
         return PretrainedBase(path, record, reused=True)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    try:  # before minutes of pretraining: can the result be kept here?
+        atomic.make_dirs(cache_dir)
+        atomic.check_writable(path)
+    except FeatpipeError as e:
+        raise BaseCacheUnwritable(f"cannot keep the pretrained base in {cache_dir} ({e})") from None
     # As JSON stores it (tuples become lists): a fresh base and a reused one carry equal records.
     record = json.loads(json.dumps({**_pretrain(config, path, verbose), "key": key}))
     write_json(record_path, record)  # written last: a file without its record is never used

@@ -265,3 +265,17 @@ def _run_dirs(path: Path) -> list[Path]:
         if child.is_dir() and not any(child == m or child in m.parents for m in marked)
     }
     return sorted(marked | bare) or [path]
+
+
+def run_lock(run_dir: str | os.PathLike):
+    """A context manager held while a run directory is written: a second process training the same run gets a
+    one-line error at once instead of both reporting success and the last writer silently winning. The lock
+    file sits beside the run directory (``.<run dir name>.lock``, so replacing the directory never drops it)
+    and goes when the run is written."""
+    from featpipe.workdir import exclusive_lock  # the extraction's lock, one implementation
+
+    run_dir = Path(run_dir)
+    lock = run_dir.parent / f".{run_dir.name}.lock"
+    atomic.make_dirs(run_dir.parent)
+    atomic.check_writable(lock)
+    return exclusive_lock(lock, f"run directory {run_dir}", remove=True)

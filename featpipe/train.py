@@ -24,11 +24,11 @@ from sklearn.base import clone
 
 from featpipe.data import load_image_folder
 from featpipe.errors import FeatpipeError
-from featpipe.heads.base import CachedSplit, Head, default_max_memory, format_bytes
+from featpipe.heads.base import CachedSplit, Head, chunks, default_max_memory, format_bytes
 from featpipe.metrics import classification_metrics
 from featpipe.run_predictions import SplitPredictions, write_predictions
-from featpipe.runs import (RUN_FILE, RunRecord, finish_run, is_complete, load_run, save_model_files, timing,
-                           verified_model_file)
+from featpipe.runs import (RUN_FILE, RunRecord, finish_run, is_complete, load_run, run_lock, save_model_files,
+                           timing, verified_model_file)
 from featpipe.store import FeatureCache
 
 SPLITS = ("train", "validation", "test")
@@ -107,11 +107,19 @@ def train_head(cache: FeatureCache, head: Head, runs_dir: str | os.PathLike = "r
     run dir. `head` itself stays unfitted."""
     run_dir = run_dir_for(cache, head, runs_dir)
     if is_complete(run_dir) and not force:
-        return _reuse(run_dir, cache, head)
+        return _reuse(run_dir, cache, head)  # reading needs no lock (nor a writable runs dir)
+    with run_lock(run_dir):
+        if is_complete(run_dir) and not force:  # finished by another process since the check above
+            return _reuse(run_dir, cache, head)
+        return _train(cache, head, run_dir, max_memory)
+
+
+def _train(cache: FeatureCache, head: Head, run_dir: Path, max_memory: int | None) -> TrainResult:
     budget = default_max_memory() if max_memory is None else max_memory
     head = clone(head).set_params(max_memory=budget)
     (run_dir / RUN_FILE).unlink(missing_ok=True)  # the old run is unfinished from here on
     features, streamed = _features(cache, head, budget)
+    check_finite(cache, features)
     labels = {split: cache.labels(split) for split in SPLITS}
     _check_classes(cache, labels["train"])
 
@@ -163,6 +171,19 @@ def _features(cache: FeatureCache, head: Head, max_memory: int) -> tuple[dict, b
         f"test, over --max-memory {format_bytes(max_memory)}; raise --max-memory, use --head logreg, linear-svm "
         "or dense (they stream from the cache), or re-extract smaller features (--pooling avg, --dtype float16)"
     )
+
+
+def check_finite(cache: FeatureCache, features: dict) -> None:
+    """Refuse features holding NaN or inf, naming the split and how many rows: no head can fit or score them
+    (scikit-learn would stop with a traceback, a Keras head would train to NaN)."""
+    for split in SPLITS:
+        bad = sum(int(np.count_nonzero(~np.isfinite(chunk.reshape(len(chunk), -1)).all(axis=1)))
+                  for chunk in chunks(features[split]))
+        if bad:
+            hint = ("float16 storage overflows: re-extract with --dtype float32" if cache.facts.get("dtype") == "float16"
+                    else "re-extract it (its base may produce NaN on some images)")
+            raise FeatpipeError(f"{cache.path.name}: {bad} of {len(features[split])} {split} rows hold non-finite "
+                                f"features (NaN or inf), which no head can train on; {hint}")
 
 
 def _check_classes(cache: FeatureCache, train_labels: np.ndarray) -> None:

@@ -110,24 +110,50 @@ class WorkDir:
 
     # --- locks ----------------------------------------------------------------------------------------
 
-    @contextmanager
     def lock(self, shard: tuple[int, int] | None = None):
         """Exclusive, non-blocking: the whole key (a full run or a merge), or one shard K/N of it."""
         path = self.lock_path if shard is None else self.path / f"shard-{shard[0]}-of-{shard[1]}.lock"
         what = self.final_path.name if shard is None else f"shard {shard[0]}/{shard[1]} of {self.final_path.name}"
+        return exclusive_lock(path, what, f"cache directory {self.final_path.parent}")
+
+
+@contextmanager
+def exclusive_lock(path: Path, what: str, place: str | None = None, remove: bool = False):
+    """Hold an exclusive, non-blocking lock on the file `path` while the block runs: a second process that
+    wants it gets a one-line FeatpipeError naming `what` at once. flock locks die with their process, so a
+    killed run never leaves a stale lock. `place` names the folder in the error when `path` cannot be made.
+
+    With `remove` the lock file is deleted when the block ends (while still held); a process that opened it
+    just before finds, once locked, that the path no longer names its file, and locks the new one instead.
+    """
+    while True:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
         except OSError as e:
-            raise FeatpipeError(f"cannot write to cache directory {self.final_path.parent}: {e.strerror}") from None
+            raise FeatpipeError(f"cannot write to {place or path.parent}: {e.strerror}") from None
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise FeatpipeError(
-                    f"another featpipe process is writing {what} (lock held on {path}); "
-                    "wait for it to finish, then run again to reuse its result"
-                ) from None
-            yield
-        finally:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
             os.close(fd)
+            raise FeatpipeError(
+                f"another featpipe process is writing {what} (lock held on {path}); "
+                "wait for it to finish, then run again to reuse its result"
+            ) from None
+        if not remove or _same_file(fd, path):
+            break
+        os.close(fd)  # locked a file its holder had already removed: lock the current one
+    try:
+        yield
+    finally:
+        if remove:
+            path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)

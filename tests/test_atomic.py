@@ -3,6 +3,7 @@
 import errno
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -95,3 +96,101 @@ def test_read_only_directory(tmp_path):
         if os.geteuid() == 0:
             subprocess.run(["umount", "-l", str(ro)], check=False)
         ro.chmod(0o755)
+
+
+# --- issue 20, item 1: what a user names is what gets written ----------------------------------------------------
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o077])
+def test_new_files_get_the_users_umask(tmp_path, mask):
+    previous = os.umask(mask)
+    try:
+        atomic.write_text(tmp_path / "new.json", "{}")
+        with atomic.atomic_path(tmp_path / "model.keras") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(previous)
+    for name in ("new.json", "model.keras"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+
+
+def test_a_replaced_file_keeps_its_permissions(tmp_path):
+    path = tmp_path / "shared.csv"
+    path.write_text("old")
+    path.chmod(0o640)
+    atomic.write_text(path, "new")
+    assert path.read_text() == "new" and path.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_symlink_is_followed_and_stays_a_link(tmp_path):
+    target = tmp_path / "real" / "out.csv"
+    target.parent.mkdir()
+    target.write_text("old")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    atomic.check_writable(link)
+    atomic.write_text(link, "new")
+    assert link.is_symlink() and target.read_text() == "new" and link.read_text() == "new"
+    dangling = tmp_path / "dangling.csv"
+    dangling.symlink_to(tmp_path / "real" / "later.csv")
+    atomic.write_text(dangling, "made")
+    assert dangling.is_symlink() and (tmp_path / "real" / "later.csv").read_text() == "made"
+    loop = tmp_path / "loop.csv"
+    loop.symlink_to(loop)
+    with pytest.raises(FeatpipeError, match="^symbolic link loop: "):
+        atomic.write_text(loop, "x")
+
+
+def test_a_fifo_is_written_through_to_its_reader(tmp_path):
+    import threading
+
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    atomic.write_bytes(fifo, b"a,b\n" * 100_000)  # more than a pipe buffer
+    reader.join(10)
+    assert received == [b"a,b\n" * 100_000]
+    assert fifo.exists() and not fifo.is_file() and os.listdir(tmp_path) == ["out.fifo"]
+
+
+def test_a_fifo_nobody_reads_is_one_line_not_a_hang(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic, "FIFO_WAIT_SECONDS", 0.2)
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(FeatpipeError, match=f"^no process opened the FIFO {fifo} for reading within"):
+        atomic.write_text(fifo, "x")
+    assert not fifo.is_file() and os.listdir(tmp_path) == ["out.fifo"]
+
+
+def test_character_devices_are_written_not_replaced():
+    atomic.check_writable("/dev/null")  # no write permission on /dev is needed
+    atomic.write_text("/dev/null", "discarded")
+    with atomic.atomic_path("/dev/null") as tmp:  # the by-name route libraries use
+        tmp.write_bytes(b"x")
+    assert not os.path.isfile("/dev/null")
+    if os.path.exists("/dev/full"):
+        with pytest.raises(FeatpipeError, match="^no space left on device writing /dev/full$"):
+            atomic.write_text("/dev/full", "x")
+        assert not os.path.isfile("/dev/full")
+
+
+def test_dev_stdout_is_written_through_even_when_it_is_a_pipe():
+    script = "from featpipe import atomic; atomic.write_text('/dev/stdout', 'through the pipe\\n')"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout == "through the pipe\n", done.stderr
+
+
+def test_a_block_device_is_refused_not_overwritten(tmp_path):
+    import stat
+
+    node = tmp_path / "disk"
+    try:  # an unbound loop-device number: harmless even if it were opened
+        os.mknod(node, stat.S_IFBLK | 0o600, os.makedev(7, 250))
+    except (PermissionError, OSError):
+        pytest.skip("cannot make a device node here (needs root)")
+    for write in (atomic.check_writable, lambda p: atomic.write_text(p, "x")):
+        with pytest.raises(FeatpipeError, match=f"^refusing to write {node}: it is a block device"):
+            write(node)
+    assert stat.S_ISBLK(node.stat().st_mode)

@@ -212,3 +212,27 @@ def test_extract_and_predict_skip_hostile_files_and_record_why(tmp_path, tiny_mo
     rows = {r["path"].rsplit("/", 1)[1]: r for r in csv.DictReader(open(out))}
     assert rows["bomb.png"]["error"].startswith("image claims") and rows["fifo.jpg"]["error"].endswith("FIFO")
     assert rows["outside.jpg"]["predicted_class"] in ("cat", "dog") and not rows["outside.jpg"]["error"]
+
+
+@pytest.mark.slow
+def test_a_100_megapixel_jpeg_is_extracted_and_the_decode_rule_is_a_key_fact(dataset, tiny_model_file, tmp_path):
+    """Issue 20, item 10: a 12000 x 9000 photo (over PIL's 89.5 MP cap at full size) decodes at 1/8 for the
+    32 x 32 input instead of being skipped as a bomb; a PNG of that size still is."""
+    import numpy as np
+    from PIL import Image
+
+    from featpipe.pipeline import DECODE_RULE
+    from featpipe.store import FeatureCache
+    from hostile_fixtures import png_bomb
+
+    coarse = np.random.default_rng(0).integers(0, 255, (10, 12, 3), dtype=np.uint8)
+    Image.fromarray(coarse).resize((12000, 9000)).save(dataset / "train" / "cat" / "photo.jpg", quality=85)
+    png_bomb(dataset / "train" / "dog" / "scan.png", 12000, 9000)
+    result = run("extract", dataset, "--backbone", tiny_model_file, "--cache-dir", tmp_path / "cache", "--json", "-q")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["rows"]["train"] == 13 and summary["skipped"]["train"] == 1
+    assert "skipped train/dog/scan.png: image claims 12000x9000 pixels, over the 89478485-pixel limit" in result.stderr
+    info = json.loads(run("cache", "info", summary["cache"], "--json").stdout)
+    with FeatureCache(summary["cache"]) as cache:
+        assert cache.facts["decode"] == DECODE_RULE and info["key"] == cache.key

@@ -4,6 +4,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -144,3 +145,62 @@ def test_a_read_only_runs_dir_is_one_line(cache_path, tmp_path):
     result = run("predict", run_dir, tmp_path, "-o", "/nonexistent/dir/x.csv")
     assert trained.exit_code == 0 and result.exit_code == 1
     assert result.output == "featpipe: error: no such directory: /nonexistent/dir (for /nonexistent/dir/x.csv)\n"
+
+
+def test_two_trainings_of_one_head_at_once(cache_path, tmp_path):
+    """Issue 20, item 8: the second `train` of a run directory being written says so in one line, exit 1."""
+    import subprocess
+    import sys
+
+    from featpipe.runs import run_lock
+
+    runs = tmp_path / "runs"
+    with run_lock(runs / "synthetic-0123456789abcdef-logreg"):
+        held = run("train", cache_path, "--head", "logreg", "--no-data-check", "--runs-dir", runs)
+    assert held.exit_code == 1 and held.output.count("\n") == 1 and "Traceback" not in held.output
+    assert held.stderr.startswith("featpipe: error: another featpipe process is writing run directory ")
+    # Two real processes at once: each either trains, reuses the other's run, or is refused in one line.
+    command = [sys.executable, "-c", "from featpipe.cli import main; main()", "train", str(cache_path), "--head", "svm", "--no-data-check",
+               "--runs-dir", str(runs)]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outcomes = [(p.wait(120), p.stdout.read() + p.stderr.read()) for p in procs]
+    for code, output in outcomes:
+        assert (code == 0 and ("trained svm" in output or "reused svm" in output)) or (
+            code == 1 and "another featpipe process is writing run directory" in output), output
+    assert sum("trained svm" in output for _, output in outcomes) == 1
+
+
+@pytest.mark.parametrize("head, memory", [("logreg", None), ("logreg", "1K"), ("svm", None), ("dense", None)])
+def test_non_finite_features_are_refused_naming_split_and_count(tmp_path, head, memory):
+    """Issue 20, item 3 (training side): NaN/inf rows, in memory or streamed, are one line, exit 1."""
+    from heads_fixtures import splits, write_cache
+
+    data = splits()
+    features, labels = data["validation"]
+    features = features.copy()
+    features[[1, 4], 0] = [np.nan, np.inf]
+    features[4, 3] = -np.inf  # two bad values in one row: still one row
+    data["validation"] = (features, labels)
+    path = write_cache(tmp_path / "poisoned.h5", data, ["cat", "dog"])
+    extra = ["--max-memory", memory] if memory else []
+    result = run("train", path, "--head", head, "--no-data-check", "--runs-dir", tmp_path / "runs", *extra)
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert result.stderr.startswith(f"featpipe: error: poisoned.h5: 2 of {len(labels)} validation rows hold "
+                                    "non-finite features (NaN or inf)")
+    assert not (tmp_path / "runs" / f"poisoned-{head}" / "run.json").exists()
+
+
+@pytest.mark.parametrize("head", ["svm", "linear-svm"])
+def test_a_validation_split_of_one_class_trains_and_records_the_fallback(tmp_path, head):
+    """Issue 20, item 4: every validation image of one class was unreadable."""
+    from heads_fixtures import splits, write_cache
+
+    data = splits()
+    features, labels = data["validation"]
+    data["validation"] = (features[labels == 1], labels[labels == 1])
+    path = write_cache(tmp_path / "oneclass.h5", data, ["cat", "dog"])
+    result = run("train", path, "--head", head, "--no-data-check", "--runs-dir", tmp_path / "runs", "--json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((Path(json.loads(result.stdout)["run_dir"]) / "metrics.json").read_text())
+    assert metrics["selection"]["calibration"].startswith("none: logistic of the decision values")
+    assert metrics["selection"]["kept_validation_accuracy"] == metrics["validation"]["accuracy"]

@@ -44,9 +44,8 @@ def test_demo_pretrains_a_base_then_compares_it_with_end_to_end_and_a_random_cop
     assert "pretrained" in result["html"].read_text()
 
 
-def test_a_second_demo_reuses_the_pretrained_base(tmp_path, small_target, monkeypatch):
-    base = pretrain.pretrained_base(tmp_path / "bases", TINY, verbose=False)
-    monkeypatch.setattr(pretrain, "_pretrain", lambda *args: pytest.fail("pretrained again"))
+def stop_at_the_grid(monkeypatch) -> list:
+    """The experiments the demo starts, recorded; the first one stops it (KeyboardInterrupt)."""
     experiments = []
 
     def stop(exp, progress):
@@ -54,6 +53,13 @@ def test_a_second_demo_reuses_the_pretrained_base(tmp_path, small_target, monkey
         raise KeyboardInterrupt
 
     monkeypatch.setattr(demo, "run_experiment", stop)
+    return experiments
+
+
+def test_a_second_demo_reuses_the_pretrained_base(tmp_path, small_target, monkeypatch):
+    base = pretrain.pretrained_base(tmp_path / "bases", TINY, verbose=False)
+    monkeypatch.setattr(pretrain, "_pretrain", lambda *args: pytest.fail("pretrained again"))
+    experiments = stop_at_the_grid(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         demo.run_demo(tmp_path / "out", progress=False, base_cache=tmp_path / "bases", pretrain_config=TINY)
     assert experiments[0].backbones == [base.spec] and experiments[0].weights == "default"
@@ -114,3 +120,29 @@ def test_half_generated_data_is_never_used(tmp_path, tiny_model_file, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         demo.run_demo(tmp_path / "out", backbone=tiny_model_file, progress=False)
     assert not (tmp_path / "out" / "data-seed0").exists()
+
+
+@pytest.mark.parametrize("where", ["--base-cache", "XDG_CACHE_HOME"])
+def test_an_unwritable_base_cache_pretrains_into_the_demo_folder_and_says_so(tmp_path, small_target, monkeypatch,
+                                                                              caplog, where):
+    """Issue 20, item 7: a read-only HOME or --base-cache (here: a path through a regular file, which no user,
+    root included, can create folders in) is not a crash: the base is pretrained for this demo only."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    if where == "XDG_CACHE_HOME":
+        monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    experiments = stop_at_the_grid(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        demo.run_demo(tmp_path / "out", progress=False, pretrain_config=TINY,
+                      base_cache=blocker / "bases" if where == "--base-cache" else None)
+    assert experiments[0].backbones[0].startswith(str(tmp_path / "out" / "base" / "base-"))
+    assert blocker.read_text() == "a file, not a folder"
+    assert f"cannot keep the pretrained base in {blocker / 'featpipe' / 'bases' if where != '--base-cache' else blocker / 'bases'}" \
+        in caplog.text and "for this demo only" in caplog.text
+
+
+def test_pretraining_refuses_an_unwritable_cache_before_it_starts(tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrain, "_pretrain", lambda *args: pytest.fail("pretrained before checking"))
+    (tmp_path / "blocker").write_text("")
+    with pytest.raises(pretrain.BaseCacheUnwritable, match="^cannot keep the pretrained base in .*not a directory"):
+        pretrain.pretrained_base(tmp_path / "blocker" / "bases", TINY, verbose=False)

@@ -37,3 +37,16 @@ def test_bad_device_requests(monkeypatch, devices, workers, gpus, message):
 
 def test_cores_are_those_this_process_may_use():
     assert 1 <= available_cores()
+
+
+def test_a_killed_worker_is_named_by_its_signal_and_a_failed_one_by_its_own_last_line(tmp_path):
+    """Issue 20, item 9: not by its log's last line, which after SIGKILL is whatever CUDA said last."""
+    from featpipe.distribute import _how
+
+    log = tmp_path / "worker-0.log"
+    log.write_bytes(b"featpipe: error: no space left on device writing x.h5\n"
+                    b"E0000 00:00:1796088528.852094   27089 cuda_platform.cc:52] failed call to cuInit: UNKNOWN\n")
+    assert _how(-9, str(log)) == f"was killed by signal 9 (SIGKILL) (log: {log})"
+    assert _how(-15, str(log)).startswith("was killed by signal 15 (SIGTERM)")
+    assert _how(3, str(log)) == "failed (exit 3): featpipe: error: no space left on device writing x.h5"
+    assert _how(-200, str(tmp_path / "gone.log")).startswith("was killed by signal 200 (log:")

@@ -201,7 +201,7 @@ def test_a_killed_worker_is_named_and_the_rerun_finishes_the_rest(corrupt_datase
     (tmp_path / "hook").mkdir()
     (tmp_path / "hook" / "sitecustomize.py").write_text(KILL_A_WORKER)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "hook"), *sys.path]))
-    with pytest.raises(FeatpipeError, match=r"worker 1/2 \(CPU\) was killed by SIGKILL.*run the same command "
+    with pytest.raises(FeatpipeError, match=r"worker 1/2 \(CPU\) was killed by signal 9 \(SIGKILL\) \(log: \S+worker-1\.log\)\..*run the same command "
                                             r"again to extract the 4 missing parts"):
         extract(data, base, tmp_path / "c", batch_size=4, workers=2, part_rows=4, progress=False)
     partial = next((tmp_path / "c").glob("*.partial"))

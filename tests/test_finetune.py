@@ -396,3 +396,14 @@ def test_predictions_skip_unreadable_test_images_without_shifting_rows(finished,
     # Row by row, the same probabilities as predicting the readable images alone.
     images, _ = next(iter(labeled_images([str(data_dir / p) for p in kept], [labels[p] for p in kept], (32, 32), 16)))
     np.testing.assert_allclose(found.proba, finished["tuner"].model_(images).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_run_being_written_by_another_process_is_refused_at_once(tmp_path, dataset, tiny_model_file):
+    """Issue 20, item 8: two fine-tunings of one run would checkpoint into the same directory."""
+    data = load_image_folder(dataset)
+    tuner = tiny_tuner(tiny_model_file, augment="none", fine_tune_epochs=0)
+    run_dir = tmp_path / "runs" / run_name(data, tuner)
+    with runs.run_lock(run_dir):
+        with pytest.raises(FeatpipeError, match=f"^another featpipe process is writing run directory {run_dir} "):
+            run_finetune(data, tuner, tmp_path / "runs")
+    assert not run_dir.exists()

@@ -35,3 +35,59 @@ def test_svms_are_calibrated_on_validation_and_give_probabilities():
         assert proba.shape == (30, 3) and np.allclose(proba.sum(axis=1), 1)
         assert head.selection_["calibration"].startswith("sigmoid")
     assert "calibration" not in make_head("logreg", {"C": 1}).fit(*data["train"], **validation(data)).selection_
+
+
+# --- issue 20, item 4: Platt scaling that cannot be fitted, or would invert the model ---------------------------
+
+
+def _separable(rng, n, n_classes=2):
+    y = np.arange(n) % n_classes
+    X = rng.normal(0, 1, (n, 6))
+    X[:, 0] += 4 * y
+    return X, y
+
+
+@pytest.mark.parametrize("name", ["svm", "linear-svm"])
+def test_a_one_class_validation_split_falls_back_in_a_recorded_way(name):
+    from featpipe.heads import make_head
+
+    rng = np.random.default_rng(0)
+    X, y = _separable(rng, 40)
+    X_val, _ = _separable(rng, 6)
+    X_val[:, 0] = 4  # every validation row is of class 1
+    head = make_head(name, {}, 0).fit(X, y, X_val=X_val, y_val=np.ones(6, dtype=int))
+    assert head.selection_["calibration"].startswith("none: logistic of the decision values (the validation "
+                                                     "split has 6 rows of one class")
+    proba = head.predict_proba(X)
+    assert np.allclose(proba.sum(axis=1), 1) and (head.predict(X) == y).mean() > 0.9
+    assert head.selection_["kept_validation_accuracy"] == (head.predict(X_val) == 1).mean()
+
+
+@pytest.mark.parametrize("name", ["svm", "linear-svm"])
+def test_a_sigmoid_that_would_invert_the_model_is_not_kept(name):
+    """Validation labels that disagree with the model (a tiny, unlucky split): Platt's slope comes out
+    positive and would flip every prediction; the model's own ranking is kept instead, and said so."""
+    from featpipe.heads import make_head
+
+    rng = np.random.default_rng(1)
+    X, y = _separable(rng, 40)
+    X_val, y_val = _separable(rng, 8)
+    head = make_head(name, {"C": "1"}, 0).fit(X, y, X_val=X_val, y_val=1 - y_val)
+    assert "would invert the model" in head.selection_["calibration"]
+    assert (head.predict(X) == y).mean() > 0.9  # not inverted: Platt alone would give ~0 here
+    assert head.selection_["kept_validation_accuracy"] == (head.predict(X_val) == 1 - y_val).mean() < 0.2
+
+
+def test_a_class_missing_from_validation_and_a_good_split_stay_calibrated_or_say_why():
+    from featpipe.heads import make_head
+
+    rng = np.random.default_rng(2)
+    X, y = _separable(rng, 60, 3)
+    X_val, y_val = _separable(rng, 12, 3)
+    good = make_head("linear-svm", {}, 0).fit(X, y, X_val=X_val, y_val=y_val)
+    assert good.selection_["calibration"] == "sigmoid (Platt) on the validation split, after selection"
+    assert good.selection_["kept_validation_accuracy"] == (good.predict(X_val) == y_val).mean()
+    keep = y_val != 2
+    missing = make_head("svm", {}, 0).fit(X, y, X_val=X_val[keep], y_val=y_val[keep])
+    assert "class 2 has no validation row" in missing.selection_["calibration"]
+    assert np.allclose(missing.predict_proba(X).sum(axis=1), 1)

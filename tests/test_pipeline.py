@@ -176,3 +176,68 @@ def test_an_unreadable_file_is_skipped(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "open", deny)
     assert unreadable_reason(str(path)) == "cannot read: permission denied"
     assert list(indexed_images([str(path)], (8, 8)).as_numpy_iterator()) == []
+
+
+# --- issue 20, item 10: a 100-megapixel photo is a photo --------------------------------------------------------
+
+
+def _jpeg(path, width, height, seed=0):
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (height // 50 + 1, width // 50 + 1, 3), dtype=np.uint8)
+    Image.fromarray(small).resize((width, height), Image.BILINEAR).save(path, quality=90)
+    return path
+
+
+def _claiming(jpeg: bytes, width: int, height: int) -> bytes:
+    """A JPEG whose frame header (SOF0) claims width x height: a header-only giant (its data then breaks)."""
+    sof = jpeg.index(b"\xff\xc0")
+    return jpeg[: sof + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + jpeg[sof + 9:]
+
+
+@pytest.mark.parametrize("width, height, size, reduction", [
+    (12000, 9000, (224, 224), 8), (12000, 9000, (1200, 1600), 4), (12000, 9000, (4500, 4500), 2),
+    (12000, 9000, (4501, 100), 1), (1785, 1785, (224, 224), 8), (1784, 1784, (224, 224), 4), (100, 80, (224, 224), 1),
+])
+def test_jpegs_decode_at_the_largest_reduction_that_covers_the_target(tmp_path, width, height, size, reduction):
+    from featpipe.pipeline import jpeg_reduction
+
+    data = _claiming(_jpeg(tmp_path / "x.jpg", 64, 48).read_bytes(), width, height)
+    image = check_header(data, 2**40, size)
+    assert image.size == (width, height) and jpeg_reduction(image, size) == reduction
+
+
+def test_a_100_megapixel_jpeg_is_judged_at_its_decode_scale_other_formats_at_full_size(tmp_path):
+    """PIL's own cap (twice 89.5 MP) is no longer the judge of a JPEG: the decode at the target scale is."""
+    giant = _claiming(_jpeg(tmp_path / "x.jpg", 64, 48).read_bytes(), 12000, 9000)
+    huge = _claiming(giant, 20000, 15000)  # 300 MP: over PIL's hard cap
+    limit = max_pixels()
+    for data in (giant, huge):
+        check_header(data, limit, (224, 224))  # 1/8: 1500 x 1125 or 2500 x 1875
+    with pytest.raises(UnusableFile, match=r"image claims 12000x9000 pixels \(27000000 decoded at 1/2\), over the "
+                                           "1000000-pixel limit"):
+        check_header(giant, 1_000_000, (4500, 4500))
+    with pytest.raises(UnusableFile, match="12000x9000 pixels, over the 89478485-pixel limit"):
+        check_header(giant, limit)  # no target: full size
+    png = png_bomb(tmp_path / "big.png", 12000, 9000).read_bytes()
+    with pytest.raises(UnusableFile, match="12000x9000 pixels, over the 89478485-pixel limit"):
+        check_header(png, limit, (224, 224))  # PNG cannot decode reduced
+
+
+def test_a_big_jpeg_goes_through_the_pipeline_reduced_and_a_png_of_its_size_does_not(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    monkeypatch.setenv("FEATPIPE_MAX_IMAGE_PIXELS", "1000000")
+    jpeg = _jpeg(tmp_path / "big.jpg", 2400, 1800)
+    png = tmp_path / "big.png"
+    Image.open(jpeg).save(png)
+    small = make_image(tmp_path / "small.jpg", (10, 200, 10))
+    files = [str(jpeg), str(png), str(small)]
+    out = list(indexed_images(files, (32, 40)).as_numpy_iterator())
+    assert [int(r) for _, r in out] == [0, 2]
+    expected = tf.image.resize(tf.io.decode_jpeg(jpeg.read_bytes(), channels=3, ratio=8), (32, 40)).numpy()
+    assert np.abs(out[0][0] - expected).max() < 1e-3  # decoded at 1/8 (300 x 225), then resized
+    assert "over the 1000000-pixel limit" in unreadable_reason(str(png))
+    assert unreadable_reason(str(jpeg), size=(32, 40)) == "TensorFlow could not decode this image"  # decodable
+    assert "(1080000 decoded at 1/2)" in unreadable_reason(str(jpeg), size=(900, 1200))
+    crop = list(indexed_images([str(jpeg)], (40, 40), crop_to_aspect_ratio=True).as_numpy_iterator())
+    assert crop[0][0].shape == (40, 40, 3)

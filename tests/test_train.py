@@ -154,3 +154,21 @@ def test_parse_size():
     assert parse_size(" 2 MB") == 2 * 2**20
     with pytest.raises(FeatpipeError, match="bad memory size"):
         parse_size("lots")
+
+
+def test_a_run_being_written_by_another_process_is_one_line_and_left_alone(cache_path, tmp_path):
+    """Issue 20, item 8: two trainings of one head at once; the second is refused at once, a finished run is
+    still reused without the lock (and without a writable runs dir)."""
+    from featpipe.runs import run_lock
+
+    run_dir = tmp_path / "runs" / "synthetic-0123456789abcdef-logreg"
+    with run_lock(run_dir):  # as another process holding it would: flock is per open file
+        with pytest.raises(FeatpipeError, match=f"^another featpipe process is writing run directory {run_dir} "):
+            _train(cache_path, "logreg", runs_dir=tmp_path / "runs")
+    assert not run_dir.exists()
+    first = _train(cache_path, "logreg", runs_dir=tmp_path / "runs")
+    with run_lock(run_dir):
+        assert _train(cache_path, "logreg", runs_dir=tmp_path / "runs").reused
+        with pytest.raises(FeatpipeError, match="^another featpipe process is writing run directory"):
+            _train(cache_path, "logreg", runs_dir=tmp_path / "runs", force=True)
+    assert is_complete(first.run_dir) and load_run(first.run_dir)["metrics"] == first.metrics

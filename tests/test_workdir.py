@@ -61,3 +61,23 @@ def test_unwritable_cache_directory(tmp_path):
     with pytest.raises(FeatpipeError, match="cannot write to cache directory"):
         with WorkDir(blocker / "sub" / "c.h5").lock():
             pass
+
+
+def test_a_removed_lock_is_never_held_twice(tmp_path):
+    """Issue 20, item 8 (run directories): a lock file deleted by its holder on release, while another process
+    had it open, is not taken by both that process and a newcomer."""
+    import fcntl
+    import os
+
+    from featpipe.workdir import exclusive_lock
+
+    path = tmp_path / ".run.lock"
+    with exclusive_lock(path, "run", remove=True):
+        stale = os.open(path, os.O_RDWR)  # a second process opens the file the holder will delete
+    assert not path.exists()
+    fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)  # it gets the lock of the deleted file...
+    with exclusive_lock(path, "run", remove=True):  # ...which does not keep a newcomer out: the path is new
+        with pytest.raises(FeatpipeError, match="another featpipe process is writing run"):
+            with exclusive_lock(path, "run", remove=True):
+                pass
+    os.close(stale)

@@ -71,8 +71,12 @@ class _Group(click.Group):
     """Turns expected failures into one clear line and an exit code, never a traceback."""
 
     def invoke(self, ctx: click.Context):
+        from featpipe.native_logs import quiet_native_logs
+
+        # TensorFlow's C++/absl log lines only with --verbose or FEATPIPE_DEBUG: stderr stays featpipe's own.
+        quiet = not (ctx.params.get("verbose") or os.environ.get("FEATPIPE_DEBUG"))
         try:
-            with interrupt_handlers():
+            with interrupt_handlers(), quiet_native_logs(quiet):
                 return super().invoke(ctx)
         except FeatpipeError as e:
             click.echo(f"featpipe: error: {e}", err=True)
@@ -95,16 +99,21 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="featpipe")
-@click.option("-v", "--verbose", count=True, help="More log output: -v featpipe's debug lines, -vv every library's.")
+@click.option("-v", "--verbose", count=True,
+              help="More log output: -v featpipe's debug lines and TensorFlow's C++/absl logs, -vv every library's.")
 def main(verbose: int) -> None:
     """featpipe: run a frozen pretrained base once, cache its features, train heads in seconds."""
-    # Before any command imports TensorFlow: its C++ start-up chatter is noise on a command line.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Before any command imports TensorFlow: its C++ start-up chatter is noise on a command line (the lines
+    # logged before absl starts ignore this; quiet_native_logs drops those).
+    if not (verbose or os.environ.get("FEATPIPE_DEBUG")):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # featpipe's own steps are logged (batch jobs need to see where a long grid is); other libraries
-    # only warn unless asked.
+    # only warn unless asked, and TensorFlow's Python-side absl chatter only with -v.
     logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("featpipe").setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("absl", "tensorflow"):
+        logging.getLogger(noisy).setLevel(logging.NOTSET if verbose else logging.ERROR)
 
 
 def _register() -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from featpipe.choices import COMPRESSIONS, DTYPES, POOLINGS
-from featpipe.cli.options import backbone_options, echo_json, json_option, load_dataset_and_backbone
+from featpipe.cli.options import (backbone_options, echo_json, json_option, load_dataset_and_backbone,
+                                  parse_image_size)
 
 
 @click.command()
@@ -54,6 +55,14 @@ def extract(data, backbone, weights, image_size, preprocess, precision, seed, ca
       featpipe extract data/imagenet -b keras:ResNet50 --shard 3/16         # one task of a job array
       featpipe extract data/imagenet -b keras:ResNet50 --engine ray         # on the Ray cluster
     """
+    # Usage first: a mistyped option is reported at once, not after TensorFlow has loaded.
+    shard_kn = _parse_shard(shard)
+    parse_image_size(image_size)
+    if engine == "ray" and (shard_kn or devices != "all" or workers != 1):
+        raise click.UsageError("--engine ray places its own actors (one per GPU of the cluster); "
+                               "--shard, --devices and --workers are for the local engine")
+    if engine != "ray" and ray_address:
+        raise click.UsageError("--ray-address needs --engine ray")
     from featpipe.worker import limit_malloc_arenas
 
     limit_malloc_arenas()  # before TensorFlow starts its threads
@@ -62,18 +71,12 @@ def extract(data, backbone, weights, image_size, preprocess, precision, seed, ca
     from featpipe.extract import extract as run_extract
     from featpipe.extract import extract_shard
 
-    shard_kn = _parse_shard(shard)
     ray = None
     if engine == "ray":
         from featpipe.ray_engine import RayEngine
 
-        if shard_kn or devices != "all" or workers != 1:
-            raise click.UsageError("--engine ray places its own actors (one per GPU of the cluster); "
-                                   "--shard, --devices and --workers are for the local engine")
         ray = click.get_current_context().with_resource(RayEngine(ray_address))
         precision = ray.precision(precision)  # for the actors' devices; connects to (or starts) the cluster
-    elif ray_address:
-        raise click.UsageError("--ray-address needs --engine ray")
     workers_at = [None] if shard_kn or ray else select_devices(devices, workers, len(runtime.gpus()))
     gpus_in_workers = any(d is not None for d in workers_at) or bool(ray and ray.gpus)
     dataset, base, device = load_dataset_and_backbone(data, val_fraction, seed, precision, backbone, weights,

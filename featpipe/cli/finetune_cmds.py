@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from featpipe.choices import DEFAULT_AUGMENT, OPTIMIZERS, POOLINGS
-from featpipe.cli.options import backbone_options, echo_json, json_option, load_dataset_and_backbone
+from featpipe.cli.options import (backbone_options, echo_json, json_option, load_dataset_and_backbone,
+                                  parse_image_size)
 
 
 @click.command()
@@ -50,12 +51,13 @@ def finetune(data, backbone, weights, image_size, preprocess, precision, seed, a
       featpipe finetune data/cats_vs_dogs --backbone keras:VGG16 --epochs 30 --fine-tune-epochs 30
       featpipe finetune data/flowers --backbone keras:MobileNetV2 --image-size 160 --unfreeze-from block_13_expand
     """
+    unfreeze = _unfreeze_spec(unfreeze_top, unfreeze_from, unfreeze_all)  # before TensorFlow loads
+    parse_image_size(image_size)
+    dataset, base, device = load_dataset_and_backbone(data, val_fraction, seed, precision, backbone, weights,
+                                                      image_size, preprocess)
     from featpipe import runtime
     from featpipe.finetune import FineTuner, run_finetune
 
-    unfreeze = _unfreeze_spec(unfreeze_top, unfreeze_from, unfreeze_all)
-    dataset, base, device = load_dataset_and_backbone(data, val_fraction, seed, precision, backbone, weights,
-                                                      image_size, preprocess)
     tuner = FineTuner(
         base, augment=augment, pooling=pooling, epochs=epochs, fine_tune_epochs=fine_tune_epochs,
         batch_size=runtime.default_batch_size() if batch_size is None else batch_size, learning_rate=learning_rate,

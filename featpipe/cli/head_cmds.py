@@ -55,7 +55,7 @@ def train(cache, heads, params, runs_dir, seed, force, no_data_check, max_memory
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("-o", "--output", default="predictions.csv", show_default=True, type=click.Path(dir_okay=False),
-              help="CSV file to write.")
+              help="CSV file to write; - for standard output.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @json_option
 def predict(run_dir, inputs, output, batch_size, as_json):
@@ -66,8 +66,12 @@ def predict(run_dir, inputs, output, batch_size, as_json):
     """
     from featpipe.predict import predict as run_predict
 
+    to_stdout = output == "-"
+    if to_stdout and as_json:
+        raise click.UsageError("-o - and --json both write to standard output: choose one")
     result = run_predict(run_dir, list(inputs), output, batch_size=batch_size)
-    click.echo(f"wrote {result.rows} rows to {result.output} ({result.errors} unreadable)", err=as_json)
+    where = "standard output" if to_stdout else result.output
+    click.echo(f"wrote {result.rows} rows to {where} ({result.errors} unreadable)", err=as_json or to_stdout)
     if as_json:
         echo_json(result.summary())
 

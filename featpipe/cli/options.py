@@ -49,12 +49,13 @@ def load_dataset_and_backbone(data, val_fraction, seed, precision, backbone, wei
     the rest of the command and the previous one comes back when the command ends. With `gpus_in_workers` the
     GPUs belong to worker processes: this one builds the base on the CPU (to compute the key) and leaves them alone.
     """
-    from featpipe import runtime
-    from featpipe.backbones import load_backbone
     from featpipe.data import load_image_folder
 
     size = parse_image_size(image_size)
     dataset = load_image_folder(data, val_fraction=val_fraction, seed=seed)
+    from featpipe import runtime  # TensorFlow loads from here: the options and the dataset are checked
+    from featpipe.backbones import load_backbone
+
     device = click.get_current_context().with_resource(runtime.precision_scope(precision))
     if gpus_in_workers:
         runtime.hide_gpus()

@@ -12,6 +12,7 @@ from featpipe import runs, runtime
 from featpipe.data import ImageFolder
 from featpipe.finetune.tuner import FineTuner, require_split
 from featpipe.metrics import classification_metrics
+from featpipe.pipeline import DECODE_RULE
 from featpipe.provenance import key_digest, versions
 from featpipe.run_predictions import write_predictions
 
@@ -46,6 +47,7 @@ def run_key(data: ImageFolder, tuner: FineTuner) -> str:
         "backbone": tuner.backbone.identity(), "image_size": list(tuner.backbone.image_size),
         "dataset": data.fingerprint(), "classes": list(data.classes), "params": tuner.params(),
         "seed": tuner.seed, "compute_dtype": tuner.compute_dtype, **({"replicas": replicas} if replicas > 1 else {}),
+        "decode": DECODE_RULE,  # how its images' pixels are decoded, as for a cache key
     })
 
 
@@ -61,12 +63,24 @@ def run_finetune(data: ImageFolder, tuner: FineTuner, runs_dir: str | os.PathLik
     require_split(data, "validation", "carve one with --val-fraction")
     require_split(data, "test", "the run reports test metrics")
     run_dir = Path(runs_dir) / run_name(data, tuner)
+    if not force and runs.is_complete(run_dir):
+        return _reuse(run_dir)  # reading needs no lock (nor a writable runs dir)
+    with runs.run_lock(run_dir):  # two processes never train (or checkpoint into) one run directory at once
+        return _run_locked(data, tuner, run_dir, force, callbacks, device, verbose)
+
+
+def _reuse(run_dir: Path) -> FinetuneRun:
+    loaded = runs.load_run(run_dir)
+    runs.verified_model_file(run_dir, loaded["run"])  # reuse only a model featpipe can show it wrote
+    return FinetuneRun(run_dir, True, loaded["run"], loaded["metrics"])
+
+
+def _run_locked(data: ImageFolder, tuner: FineTuner, run_dir: Path, force: bool, callbacks, device: str,
+                verbose: int | str) -> FinetuneRun:
     if force and run_dir.exists():
         shutil.rmtree(run_dir)
-    if runs.is_complete(run_dir):
-        loaded = runs.load_run(run_dir)
-        runs.verified_model_file(run_dir, loaded["run"])  # reuse only a model featpipe can show it wrote
-        return FinetuneRun(run_dir, True, loaded["run"], loaded["metrics"])
+    if runs.is_complete(run_dir):  # finished by another process since the check outside the lock
+        return _reuse(run_dir)
     clock = time.perf_counter()
     tuner.fit(data, run_dir / CHECKPOINT_DIR, callbacks=callbacks, verbose=verbose)
     fitted = time.perf_counter()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import abc
+import logging
 from pathlib import Path
 from typing import Callable, ClassVar
 
 import joblib
 import numpy as np
+from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
@@ -18,6 +20,8 @@ from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScale
 from featpipe.heads.base import (
     NORMALIZE_CHOICES, OPEN_FRACTION, POSITIVE, CachedSplit, Head, InvalidInput, Param, chunks, format_bytes,
 )
+
+log = logging.getLogger(__name__)
 
 # The linear-probe sweep of CLIP / DINOv2: C on a log grid, chosen on validation.
 LOG_C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
@@ -78,18 +82,57 @@ class Decisions(ClassifierMixin, BaseEstimator):
 
 
 class PlattScaled:
-    """A fitted classifier plus per-class sigmoids (Platt scaling) fitted on validation decision values."""
+    """A fitted classifier plus per-class sigmoids (Platt scaling) fitted on validation decision values.
+
+    A sigmoid needs both outcomes of its class in the calibration set, and on a few rows it can come out
+    decreasing, which would invert the model (every prediction flipped). Then no sigmoid is fitted: the
+    probabilities are the logistic of the decision values (the same ranking and predictions as the model,
+    not calibrated), and `fallback` says why.
+    """
 
     def __init__(self, model, X_val, y_val: np.ndarray, n_classes: int):
         self.model = model
-        # The frozen passthrough is never refitted, so one "fold" holding every validation row is the whole
-        # calibration set (the default 5 folds would only fail on small classes).
-        rows = np.arange(len(y_val))
-        self.calibrator = CalibratedClassifierCV(FrozenEstimator(Decisions(n_classes).fit()), method="sigmoid",
-                                                 cv=[(rows, rows)]).fit(decision_values(model, X_val), y_val)
+        values = decision_values(model, X_val)
+        self.fallback = _uncalibratable(y_val, n_classes)
+        self.calibrator = None
+        if self.fallback is None:
+            # The frozen passthrough is never refitted, so one "fold" holding every validation row is the whole
+            # calibration set (the default 5 folds would only fail on small classes).
+            rows = np.arange(len(y_val))
+            calibrator = CalibratedClassifierCV(FrozenEstimator(Decisions(n_classes).fit()), method="sigmoid",
+                                                cv=[(rows, rows)]).fit(values, y_val)
+            slopes = [c.a_ for c in calibrator.calibrated_classifiers_[0].calibrators]
+            if all(a < 0 for a in slopes):  # p = 1 / (1 + exp(a f + b)) rises with f only when a < 0
+                self.calibrator = calibrator
+            else:
+                self.fallback = (f"the sigmoid fitted on {len(y_val)} validation rows would invert the model "
+                                 f"(slope {max(slopes):.3g} >= 0)")
 
     def predict_proba(self, X) -> np.ndarray:
-        return self.calibrator.predict_proba(decision_values(self.model, X))
+        values = decision_values(self.model, X)
+        if getattr(self, "calibrator", None) is not None:
+            return self.calibrator.predict_proba(values)
+        return logistic_proba(values)
+
+
+def _uncalibratable(y_val: np.ndarray, n_classes: int) -> str | None:
+    """Why Platt scaling cannot be fitted on these validation labels (a class with no row, or every row), or None."""
+    counts = np.bincount(y_val, minlength=n_classes)
+    if np.count_nonzero(counts) < 2:
+        return f"the validation split has {len(y_val)} rows of one class: a sigmoid needs both outcomes"
+    if n_classes > 2 and counts.min() == 0:
+        return f"class {int(np.argmin(counts))} has no validation row: its sigmoid needs both outcomes"
+    return None
+
+
+def logistic_proba(values: np.ndarray) -> np.ndarray:
+    """Probabilities from decision values without calibration: the logistic of each (one-vs-rest values
+    normalised to sum to 1, as CalibratedClassifierCV does), so the predicted class is the model's own."""
+    p = expit(values)
+    if p.shape[1] == 1:
+        return np.hstack([1 - p, p])
+    total = p.sum(axis=1, keepdims=True)
+    return np.divide(p, total, out=np.full_like(p, 1 / p.shape[1]), where=total > 0)
 
 
 class SklearnHead(Head):
@@ -141,8 +184,16 @@ class SklearnHead(Head):
     def _adopt(self, best, X_val, y_val) -> None:
         if self.calibrated:
             best = PlattScaled(best, X_val, y_val, len(self.classes_))
-            self.selection_["calibration"] = "sigmoid (Platt) on the validation split, after selection"
+            if best.fallback is None:
+                self.selection_["calibration"] = "sigmoid (Platt) on the validation split, after selection"
+            else:
+                self.selection_["calibration"] = f"none: logistic of the decision values ({best.fallback})"
+                log.warning("%s: probabilities not calibrated: %s", self.name, best.fallback)
         self.model_ = best
+        if self.calibrated:
+            # Calibration can change the predicted class (one-vs-rest sigmoids): the model kept is scored again.
+            predicted = np.concatenate([best.predict_proba(as_matrix(c)).argmax(axis=1) for c in chunks(X_val)])
+            self.selection_["kept_validation_accuracy"] = float(accuracy_score(y_val, predicted))
 
     def _predict_proba(self, X) -> np.ndarray:
         return np.concatenate([self.model_.predict_proba(as_matrix(c)) for c in chunks(X)])
