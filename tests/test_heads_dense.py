@@ -144,7 +144,8 @@ def test_features_of_scale_1e17_are_standardised_like_scikit_learn_does(tmp_path
 def test_a_constant_feature_is_divided_by_one():
     X = np.random.default_rng(0).normal(size=(50, 3))
     X[:, 1] = 5.0
-    layers = standardize_layers(*(lambda s: (s.mean_, s.scale_))(StandardScaler().fit(X)))
+    scaler = StandardScaler().fit(X)
+    layers = standardize_layers(scaler.mean_, scaler.scale_)
     out = X.astype(np.float32)
     for layer in layers:
         out = keras.ops.convert_to_numpy(layer(out))

@@ -11,7 +11,7 @@ from heads_fixtures import splits, validation
 def test_every_registered_head_has_its_name_and_a_model_file():
     for name in HEADS:
         cls = head_class(name)
-        assert cls.name == name and cls.model_file in ("model.keras", "model.joblib")
+        assert cls.name == name and cls.model_file in ("model.keras", "model.joblib", "model.h5")
 
 
 def test_unknown_head_is_a_clear_error_with_a_suggestion():
