@@ -41,7 +41,7 @@ def test_params_go_to_every_head_that_has_them_or_to_the_one_named():
 
 
 @pytest.mark.parametrize("option, message", [
-    ("units=8", r"unknown parameter 'units' for logreg / svm; known: C, epochs, gamma, kernel, max_exact_rows, "
+    ("units=8", r"unknown parameter 'units' for logreg / svm; known: C, calibration, epochs, gamma, kernel, max_exact_rows, "
                 r"max_iter, n_components, normalize, solver, tol, validation_fraction"),
     ("svm.max_iter=5", r"unknown parameter 'max_iter' for svm"),
     ("dense.units=8", r"names head 'dense', which is not being trained"),

@@ -32,6 +32,11 @@ def normalize_param() -> Param:
     return Param(str, choices=NORMALIZE_CHOICES)
 
 
+# How a head without probabilities of its own turns decision values into probabilities, fitted on validation.
+CALIBRATION = Param(str, choices=("platt", "temperature"))
+CALIBRATION_METHODS = {"platt": "sigmoid", "temperature": "temperature"}
+
+
 def as_matrix(X) -> np.ndarray:
     """(n, d) float64; spatial maps / token sequences (pooling none) are averaged, as --pooling avg would.
 
@@ -78,18 +83,43 @@ class Decisions(ClassifierMixin, BaseEstimator):
 
 
 class PlattScaled:
-    """A fitted classifier plus per-class sigmoids (Platt scaling) fitted on validation decision values."""
+    """A fitted classifier plus a calibration fitted on validation decision values: per-class sigmoids
+    (Platt scaling, `method="sigmoid"`) or one temperature for the softmax of the decision values
+    (`method="temperature"`, Guo et al. 2017; two classes' decision f is the logit pair (-f, f))."""
 
-    def __init__(self, model, X_val, y_val: np.ndarray, n_classes: int):
+    def __init__(self, model, X_val, y_val: np.ndarray, n_classes: int, method: str = "sigmoid"):
         self.model = model
         # The frozen passthrough is never refitted, so one "fold" holding every validation row is the whole
         # calibration set (the default 5 folds would only fail on small classes).
         rows = np.arange(len(y_val))
-        self.calibrator = CalibratedClassifierCV(FrozenEstimator(Decisions(n_classes).fit()), method="sigmoid",
+        self.calibrator = CalibratedClassifierCV(FrozenEstimator(Decisions(n_classes).fit()), method=method,
                                                  cv=[(rows, rows)]).fit(decision_values(model, X_val), y_val)
 
     def predict_proba(self, X) -> np.ndarray:
         return self.calibrator.predict_proba(decision_values(self.model, X))
+
+
+def temperature_record(temperature: float, y_val: np.ndarray, decisions: np.ndarray, calibrated: np.ndarray) -> dict:
+    """What temperature scaling did on validation: the temperature, and ECE / log loss before and after.
+
+    "Before" reads the decision values as logits at temperature 1 (softmax; a two-class decision f as the
+    logits (-f, f)), the probabilities the scores would give uncalibrated."""
+    from scipy.special import softmax
+    from sklearn.metrics import log_loss
+
+    from featpipe.metrics import calibration
+
+    logits = np.hstack([-decisions, decisions]) if decisions.shape[1] == 1 else decisions
+    before = softmax(logits, axis=1)
+    labels = np.arange(calibrated.shape[1])
+    return {
+        "method": "temperature scaling (Guo et al. 2017), fitted on validation by log loss",
+        "temperature": temperature,
+        "validation_ece_before": calibration(y_val, before)["ece"],
+        "validation_ece_after": calibration(y_val, calibrated)["ece"],
+        "validation_log_loss_before": float(log_loss(y_val, np.clip(before, 1e-15, 1), labels=labels)),
+        "validation_log_loss_after": float(log_loss(y_val, np.clip(calibrated, 1e-15, 1), labels=labels)),
+    }
 
 
 class SklearnHead(Head):
@@ -140,8 +170,15 @@ class SklearnHead(Head):
 
     def _adopt(self, best, X_val, y_val) -> None:
         if self.calibrated:
-            best = PlattScaled(best, X_val, y_val, len(self.classes_))
-            self.selection_["calibration"] = "sigmoid (Platt) on the validation split, after selection"
+            method = self.params["calibration"]
+            best = PlattScaled(best, X_val, y_val, len(self.classes_), CALIBRATION_METHODS[method])
+            described = {"platt": "sigmoid (Platt)", "temperature": "temperature scaling of the decision values"}
+            self.selection_["calibration"] = f"{described[method]} on the validation split, after selection"
+            if method == "temperature":
+                (fitted,) = best.calibrator.calibrated_classifiers_
+                self.selection_["temperature"] = temperature_record(
+                    1.0 / float(fitted.calibrators[0].beta_), y_val, decision_values(best.model, X_val),
+                    best.predict_proba(X_val))
         self.model_ = best
 
     def _predict_proba(self, X) -> np.ndarray:
