@@ -76,8 +76,10 @@ def predict(run_dir, inputs, output, batch_size, as_json):
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
 @click.argument("output", type=click.Path(dir_okay=False))
 def export(run_dir, output):
-    """Write a dense-head (or fine-tuned) RUN_DIR as ONE Keras model OUTPUT (.keras): 0-255 RGB image in,
-    class probabilities out, preprocessing and frozen base included."""
+    """Write a RUN_DIR (any head: dense, logreg, linear-svm, svm, knn; or a fine-tuned model) as ONE Keras
+    model OUTPUT (.keras) of built-in layers: 0-255 RGB image in, class probabilities out, preprocessing and
+    frozen base included. It loads with plain keras.models.load_model (no featpipe, no scikit-learn) and is
+    written only after it gives predict's probabilities to 1e-5."""
     from featpipe.predict import export as run_export
 
     click.echo(f"exported {run_export(run_dir, output)}")
