@@ -9,6 +9,7 @@ from featpipe.heads import load_head, make_head
 from featpipe.heads.base import CachedSplit
 from featpipe.store import FeatureCache
 import featpipe.heads.dense as dense_module
+from featpipe.metrics import calibration
 from featpipe.model_parts import standardize_layers
 from heads_fixtures import blobs, splits, synthetic_cache, validation, write_cache, validation
 
@@ -151,3 +152,25 @@ def test_a_constant_feature_is_divided_by_one():
         out = keras.ops.convert_to_numpy(layer(out))
     np.testing.assert_allclose(out, StandardScaler().fit_transform(X), atol=1e-5)
     assert np.all(out[:, 1] == 0)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_temperature_scaling_is_fitted_on_validation_and_lowers_its_log_loss(n_classes, tmp_path):
+    data = splits(n_classes=n_classes, spread=6.0, rows={"train": 120, "validation": 200, "test": 60})
+    params = {"epochs": 10, "units": 64, "learning_rate": 0.02}
+    plain = _fit(data, **params)
+    head = _fit(data, **params, calibration="temperature")
+    record = head.selection_["temperature"]
+    temperature = record["temperature"]
+    assert temperature != pytest.approx(1.0, abs=1e-3)
+    # The temperature minimises the validation log loss: never above the uncalibrated one.
+    assert record["validation_log_loss_after"] <= record["validation_log_loss_before"] + 1e-9
+    X_val = data["validation"][0]
+    before = calibration(data["validation"][1], plain.predict_proba(X_val))["ece"]
+    assert record["validation_ece_before"] == pytest.approx(before, abs=1e-6)
+    # Same predictions (the temperature never changes the argmax), softer probabilities, saved in the model.
+    X = data["test"][0]
+    np.testing.assert_array_equal(head.predict(X), plain.predict(X))
+    softer = head.predict_proba(X).max(axis=1).mean() < plain.predict_proba(X).max(axis=1).mean()
+    assert softer == (temperature > 1)
+    np.testing.assert_allclose(load_head(head.save(tmp_path)).predict_proba(X), head.predict_proba(X), rtol=1e-6)

@@ -82,6 +82,21 @@ class Decisions(ClassifierMixin, BaseEstimator):
         return (X[:, 0] > 0).astype(int) if X.shape[1] == 1 else X.argmax(axis=1)
 
 
+def fit_calibrator(decisions: np.ndarray, y: np.ndarray, n_classes: int, method: str) -> CalibratedClassifierCV:
+    """CalibratedClassifierCV fitted on decision values already computed ((n, 1) for two classes, else (n, k))."""
+    # The frozen passthrough is never refitted, so one "fold" holding every row is the whole calibration set
+    # (the default 5 folds would only fail on small classes).
+    rows = np.arange(len(y))
+    return CalibratedClassifierCV(FrozenEstimator(Decisions(n_classes).fit()), method=method,
+                                  cv=[(rows, rows)]).fit(decisions, y)
+
+
+def fitted_temperature(calibrator: CalibratedClassifierCV) -> float:
+    """T of softmax(logits / T) from a method="temperature" calibrator (scikit-learn stores beta = 1 / T)."""
+    (fitted,) = calibrator.calibrated_classifiers_
+    return 1.0 / float(fitted.calibrators[0].beta_)
+
+
 class PlattScaled:
     """A fitted classifier plus a calibration fitted on validation decision values: per-class sigmoids
     (Platt scaling, `method="sigmoid"`) or one temperature for the softmax of the decision values
@@ -89,11 +104,7 @@ class PlattScaled:
 
     def __init__(self, model, X_val, y_val: np.ndarray, n_classes: int, method: str = "sigmoid"):
         self.model = model
-        # The frozen passthrough is never refitted, so one "fold" holding every validation row is the whole
-        # calibration set (the default 5 folds would only fail on small classes).
-        rows = np.arange(len(y_val))
-        self.calibrator = CalibratedClassifierCV(FrozenEstimator(Decisions(n_classes).fit()), method=method,
-                                                 cv=[(rows, rows)]).fit(decision_values(model, X_val), y_val)
+        self.calibrator = fit_calibrator(decision_values(model, X_val), y_val, n_classes, method)
 
     def predict_proba(self, X) -> np.ndarray:
         return self.calibrator.predict_proba(decision_values(self.model, X))
@@ -175,9 +186,8 @@ class SklearnHead(Head):
             described = {"platt": "sigmoid (Platt)", "temperature": "temperature scaling of the decision values"}
             self.selection_["calibration"] = f"{described[method]} on the validation split, after selection"
             if method == "temperature":
-                (fitted,) = best.calibrator.calibrated_classifiers_
                 self.selection_["temperature"] = temperature_record(
-                    1.0 / float(fitted.calibrators[0].beta_), y_val, decision_values(best.model, X_val),
+                    fitted_temperature(best.calibrator), y_val, decision_values(best.model, X_val),
                     best.predict_proba(X_val))
         self.model_ = best
 
