@@ -76,6 +76,8 @@ def interval(values: list[float]) -> tuple[float, float, list[float] | None]:
     mean = float(values.mean())
     if len(values) < 2:
         return mean, 0.0, None
+    if np.ptp(values) == 0:  # identical repeats (a deterministic head on all rows): no rounding noise
+        return float(values[0]), 0.0, [float(values[0])] * 2
     sd = float(values.std(ddof=1))
     half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(values) - 1)) * sd / math.sqrt(len(values))
     return mean, sd, [mean - half, mean + half]
@@ -153,7 +155,7 @@ def learning_curve(cache, heads: list, shots: list[int | None], repeats: int = 5
                 trained += 1
                 write_json(path, {**header, "trials": trials})  # resumable: every finished trial is kept
                 if progress:
-                    progress(f"{head.name} {shot_label(level)}-shot repeat {repeat + 1}/{repeats}: "
+                    progress(f"{head.name} shots={shot_label(level)} repeat {repeat + 1}/{repeats}: "
                              f"test acc {trial['test_accuracy']:.4f} ({trial['seconds']:.1f}s)")
     chosen = [done[key] for key in wanted]
     points = curve_points(chosen)
