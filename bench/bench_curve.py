@@ -9,12 +9,13 @@ load average is printed: the machine may be shared, and figures vary with the lo
 
 Target on a 2-core CPU: well under 2 minutes.
 
-Usage: python bench/bench_curve.py [--shots 1,2,4,8,16,all] [--repeats 5] [--heads logreg,knn]
+Usage: python bench/bench_curve.py [--shots 1,2,4,8,16,all] [--repeats 5] [--heads logreg,knn] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -45,7 +46,10 @@ def main() -> None:
     parser.add_argument("--shots", default="1,2,4,8,16,all")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--heads", default="logreg,knn")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 levels x 2 repeats")
     args = parser.parse_args()
+    if args.quick:
+        args.shots, args.repeats = "1,all", 2
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from heads_fixtures import write_cache
 
@@ -62,12 +66,18 @@ def main() -> None:
         with FeatureCache(path) as cache:
             result = learning_curve(cache, heads, levels, args.repeats, runs_dir=Path(tmp) / "runs")
         seconds = time.perf_counter() - start
+        trials_run = json.loads((result.directory / "curve.json").read_text())["trials"]
+    fit_seconds: dict[tuple, float] = {}
+    for t in trials_run:
+        key = (t["head"], "all" if t["shots"] is None else str(t["shots"]))
+        fit_seconds[key] = fit_seconds.get(key, 0.0) + t["seconds"]
     trials = len(heads) * len(levels) * args.repeats
     print(f"{len(levels)} levels x {args.repeats} repeats x {len(heads)} heads ({trials} fits) on "
           f"{ROWS['train']:,} x {DIM}, {CLASSES} classes; load average before: {load:.2f}")
     for p in result.points:
         ci = f"[{p['ci'][0]:.3f}, {p['ci'][1]:.3f}]" if p["ci"] else "-"
-        print(f"  {p['head']:<8} {p['shots']:>4} shots mean {p['mean']:.3f}  sd {p['sd']:.3f}  95% {ci}")
+        print(f"  {p['head']:<8} {p['shots']:>4} shots mean {p['mean']:.3f}  sd {p['sd']:.3f}  95% {ci}  "
+              f"fits {fit_seconds[p['head'], p['shots']]:.1f} s")
     for sentence in result.sentences:
         print(f"  {sentence}")
     print(f"total {seconds:.1f} s ({seconds / trials:.2f} s per fit); target < {TARGET:.0f} s: "

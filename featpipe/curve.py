@@ -7,7 +7,9 @@ them; "all" is the whole training split). Each head selects its hyperparameters 
 split, as `featpipe train` does, and is scored once on the full test split. A point (head, k) reports the
 mean test accuracy over the repeats, their standard deviation and a 95% t-interval over the repeats
 (mean +- t(0.975, r-1) * sd / sqrt(r)); head seeds are seed + r, so "all" repeats differ only by the head's
-own randomness (none for logreg and knn).
+own randomness. A head that reports none (`Head.seed_independent`: knn, logreg's lbfgs, svm's exact kernel)
+is fitted once at "all" and that result is recorded for every repeat ("same_as_repeat": 0): a fit would
+give the same numbers.
 
 Files go to ``<runs_dir>/curves/<cache file stem>/``: curve.json (protocol, every trial, the points and the
 summary sentences), curve.csv (the points) and curve.png. Each finished trial is written to curve.json at
@@ -120,8 +122,6 @@ def learning_curve(cache, heads: list, shots: list[int | None], repeats: int = 5
     select on validation, score on test; write curve.json / .csv / .png, resuming from a previous curve.json.
 
     `progress(message)` is called after each trial, if given."""
-    from sklearn.base import clone
-
     if repeats < 1:
         raise FeatpipeError(f"--repeats must be at least 1, got {repeats}")
     directory = atomic.make_dirs(curve_dir(cache.path, runs_dir))
@@ -142,14 +142,13 @@ def learning_curve(cache, heads: list, shots: list[int | None], repeats: int = 5
                 wanted.append(_trial_key(key))
                 if _trial_key(key) in done:
                     continue
-                rows = draw(y, level, repeat, seed)
-                start = time.perf_counter()
-                fitted = clone(head).set_params(random_state=seed + repeat)
-                fitted.fit(X[rows], y[rows], X_val=X_val, y_val=y_val)
-                trial = {**key, "train_rows": len(rows), "best_params": fitted.best_params_,
-                         "val_accuracy": float(fitted.selection_["grid"][_best_index(fitted)]["score"]),
-                         "test_accuracy": float((fitted.predict(X_test) == y_test).mean()),
-                         "seconds": round(time.perf_counter() - start, 3)}
+                first = done.get(_trial_key({**key, "repeat": 0}))
+                if level is None and repeat > 0 and first is not None and first.get("seed_independent"):
+                    # The same rows, and a head that ignores its seed: this repeat's fit would be repeat 0's.
+                    trial = {**first, **key, "seconds": 0.0, "same_as_repeat": 0}
+                else:
+                    trial = {**key, **_fit_and_score(head, seed + repeat, draw(y, level, repeat, seed), X, y,
+                                                     (X_val, y_val), (X_test, y_test))}
                 done[_trial_key(key)] = trial
                 trials.append(trial)
                 trained += 1
@@ -165,6 +164,18 @@ def learning_curve(cache, heads: list, shots: list[int | None], repeats: int = 5
               ([p["head"], p["shots"], p["repeats"], p["mean"], p["sd"], *(p["ci"] or ["", ""])] for p in points))
     plot_curve(points, directory / "curve.png", Path(cache.path).name)
     return CurveResult(directory, points, sentences, trained, len(chosen) - trained)
+
+
+def _fit_and_score(head, seed: int, rows: np.ndarray, X, y, validation, test) -> dict:
+    from sklearn.base import clone
+
+    start = time.perf_counter()
+    fitted = clone(head).set_params(random_state=seed)
+    fitted.fit(X[rows], y[rows], X_val=validation[0], y_val=validation[1])
+    return {"train_rows": len(rows), "best_params": fitted.best_params_,
+            "val_accuracy": float(fitted.selection_["grid"][_best_index(fitted)]["score"]),
+            "test_accuracy": float((fitted.predict(test[0]) == test[1]).mean()),
+            "seed_independent": fitted.seed_independent(), "seconds": round(time.perf_counter() - start, 3)}
 
 
 def _best_index(head) -> int:

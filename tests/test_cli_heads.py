@@ -56,6 +56,11 @@ def test_train_streams_linear_heads_and_refuses_an_exact_kernel_that_does_not_fi
     assert streamed.exit_code == 0, streamed.output
     info = json.loads((Path(json.loads(streamed.stdout)["run_dir"]) / "run.json").read_text())
     assert info["streamed"] is True and info["fit"]["solver"]["solver"] == "sgd"
+    knn = run("train", cache_path, "--head", "knn", "--max-memory", "1K", *common)
+    assert knn.exit_code == 0, knn.output
+    row = json.loads(knn.stdout)
+    assert json.loads((Path(row["run_dir"]) / "run.json").read_text())["streamed"] is True
+    assert row["test_accuracy"] > 0.9
     refused = run("train", cache_path, "--head", "svm", "--param", "kernel=exact", "--max-memory", "60K", *common)
     assert refused.exit_code == 1 and "Traceback" not in refused.output
     assert refused.stderr.startswith("featpipe: error: svm: an exact RBF kernel on 60 training rows needs about")

@@ -75,6 +75,9 @@ def test_curve_trains_every_head_on_the_same_draws_and_resumes(cache_path, tmp_p
     assert {(t["shots"], t["repeat"], t["train_rows"]) for t in trials if t["head"] == "logreg"} == {
         (t["shots"], t["repeat"], t["train_rows"]) for t in trials if t["head"] == "knn"}
     assert {t["train_rows"] for t in trials} == {3, 12, 150}
+    # At "all" both heads ignore their seed: fitted once, the result recorded for every repeat.
+    copied = [t for t in trials if t.get("same_as_repeat") == 0]
+    assert sorted((t["head"], t["repeat"]) for t in copied) == [("knn", 1), ("knn", 2), ("logreg", 1), ("logreg", 2)]
     # The all-data logreg point is what logreg trained on the whole split (as `featpipe train` does) scores on
     # test; lbfgs is deterministic, so every repeat gives the same.
     point = next(p for p in result.points if p["head"] == "logreg" and p["shots"] == "all")
@@ -121,3 +124,18 @@ def test_cli_prints_points_as_the_last_json_line(cache_path, tmp_path):
     assert "reaches within" in result.stderr or "stays more than" in result.stderr
     bad = CliRunner().invoke(main, [*args[:6], "--shots", "1,zero"])
     assert bad.exit_code == 1 and "bad --shots value 'zero'" in bad.stderr
+
+
+@pytest.mark.parametrize("name, params", [("logreg", {}), ("knn", {}), ("svm", {"kernel": "exact"}),
+                                          ("logreg", {"solver": "sgd"}), ("svm", {"kernel": "nystroem"})])
+def test_a_head_that_says_it_ignores_its_seed_does(name, params):
+    data = splits(n_classes=3, spread=3.0)
+    fits = [make_head(name, {**params, "n_components": 20} if name == "svm" else params, seed=seed).fit(
+        *data["train"], X_val=data["validation"][0], y_val=data["validation"][1]) for seed in (0, 1)]
+    X = data["test"][0]
+    same = np.array_equal(fits[0].predict_proba(X), fits[1].predict_proba(X))
+    assert fits[0].seed_independent() == (name == "knn" or "solver" not in params and "nystroem" not in str(params))
+    if fits[0].seed_independent():
+        assert same
+    else:
+        assert not same  # the seed matters, so the curve fits every repeat

@@ -151,6 +151,9 @@ class KNNHead(Head):
 
         return evaluate
 
+    def seed_independent(self) -> bool:
+        return self.selection_["validation"]["source"] == "given"  # the hold-out without X_val is seeded
+
     def _adopt(self, best, X_val, y_val) -> None:
         self.model_, self.n_neighbors_, self.temperature_ = best
         self.selection_["protocol"] = ("cosine similarity on L2-normalised features, k nearest training rows vote "

@@ -87,6 +87,10 @@ class LogRegHead(LinearHead):
                  validation_fraction=0.2, random_state=0, max_memory=None):
         store_params(self, locals())
 
+    def seed_independent(self) -> bool:
+        # lbfgs is deterministic; SGD shuffles by the seed. The hold-out without X_val is seeded too.
+        return self.solver_["solver"] == "lbfgs" and self.selection_["validation"]["source"] == "given"
+
     def _classifier(self, params: dict):
         return LogisticRegression(C=params["C"], max_iter=params["max_iter"], tol=params["tol"],
                                   random_state=self._seed())

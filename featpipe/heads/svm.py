@@ -175,6 +175,10 @@ class SVMHead(SklearnHead):
 
         return fit
 
+    def seed_independent(self) -> bool:
+        # libsvm on a precomputed kernel without probability estimates draws nothing; Nystroem and SGD do.
+        return self.kernel_["method"] == "exact" and self.selection_["validation"]["source"] == "given"
+
     def _adopt(self, best, X_val, y_val) -> None:
         super()._adopt(best, X_val, y_val)
         self.selection_["kernel"] = self.kernel_
