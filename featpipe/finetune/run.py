@@ -67,6 +67,7 @@ def run_finetune(data: ImageFolder, tuner: FineTuner, runs_dir: str | os.PathLik
         return FinetuneRun(run_dir, True, loaded["run"], loaded["metrics"])
     clock = time.perf_counter()
     tuner.fit(data, run_dir / CHECKPOINT_DIR, callbacks=callbacks, verbose=verbose)
+    calibration = tuner.calibrate(data)
     fitted = time.perf_counter()
     metrics = {"validation": tuner.evaluate(data, "validation"), "test": tuner.evaluate(data, "test")}
     predict_seconds = time.perf_counter() - fitted
@@ -75,6 +76,9 @@ def run_finetune(data: ImageFolder, tuner: FineTuner, runs_dir: str | os.PathLik
         "metric": "val_loss", "best_params": {"phase": tuner.best_["phase"], "epoch": tuner.best_["epoch"] + 1},
         "score": tuner.best_["val_loss"],
     }
+    if calibration is not None:
+        metrics["selection"] = {**(metrics["selection"] or {}), "calibration": "temperature scaling on the "
+                                "validation split, after training", "temperature": calibration}
     metrics["timing"] = _timing(tuner, len(data.splits["train"]), predict_seconds,
                                 setup_seconds=fitted - clock - sum(tuner.phase_seconds_.values()))
     record = _run_info(data, tuner, run_dir.name, device)

@@ -28,7 +28,7 @@ from featpipe.heads.base import (
     AT_LEAST_ONE, FRACTION, NON_NEGATIVE, NORMALIZE_CHOICES, POSITIVE, CachedSplit, Head, Param, as_class_probs,
     chunks, store_params,
 )
-from featpipe.heads.estimators import VALIDATION_FRACTION, fit_calibrator, fitted_temperature, temperature_record
+from featpipe.heads.estimators import VALIDATION_FRACTION, scale_output_temperature
 from featpipe.model_parts import make_optimizer, standardize_layers
 
 # Rows read from the cache per chunk when streaming; the shuffle buffer when training.
@@ -171,19 +171,11 @@ class DenseHead(Head):
             self._scale_temperature(X_val, y_val)
 
     def _scale_temperature(self, X_val, y_val) -> None:
-        """Temperature scaling (Guo et al. 2017) fitted on validation: the output layer's weights are divided
-        by T, so softmax(z / T) (sigmoid(z / T)) is what the saved model, predict and export compute."""
+        """Temperature scaling fitted on validation, folded into the output layer's weights."""
         output = self.model_.get_layer("probabilities")
         hidden = keras.Model(self.model_.input, output.input).predict(feature_dataset(X_val), verbose=0)
-        kernel, bias = output.get_weights()
-        logits = hidden.astype(np.float64) @ kernel + bias
-        # Two classes: one logit z, i.e. the pair (0, z) ~ (-z/2, z/2), which scikit-learn reads as f = z/2.
-        decisions = logits / 2 if logits.shape[1] == 1 else logits
-        n_classes = len(self.classes_)
-        temperature = fitted_temperature(fit_calibrator(decisions, y_val, n_classes, "temperature"))
-        output.set_weights([kernel / temperature, bias / temperature])
         self.selection_["calibration"] = "temperature scaling on the validation split, after selection"
-        self.selection_["temperature"] = temperature_record(temperature, y_val, decisions, self._predict_proba(X_val))
+        self.selection_["temperature"] = scale_output_temperature(output, hidden, y_val, len(self.classes_))
 
     def _predict_proba(self, X) -> np.ndarray:
         return as_class_probs(self.model_.predict(feature_dataset(X), verbose=0))

@@ -97,6 +97,23 @@ def fitted_temperature(calibrator: CalibratedClassifierCV) -> float:
     return 1.0 / float(fitted.calibrators[0].beta_)
 
 
+def scale_output_temperature(layer, hidden: np.ndarray, y: np.ndarray, n_classes: int) -> dict:
+    """Temperature scaling (Guo et al. 2017) of a Keras sigmoid / softmax Dense output `layer`, fitted on the
+    validation rows whose inputs to the layer are `hidden`: the layer's weights are divided by T, so
+    sigmoid(z / T) / softmax(z / T) is what the model computes from then on (saved, predicted, exported).
+    Returns `temperature_record`'s dict."""
+    kernel, bias = layer.get_weights()
+    logits = np.asarray(hidden, dtype=np.float64) @ kernel + bias
+    # One sigmoid logit z is the pair (0, z) ~ (-z/2, z/2), which scikit-learn reads as the decision f = z/2.
+    decisions = logits / 2 if logits.shape[1] == 1 else logits
+    temperature = fitted_temperature(fit_calibrator(decisions, y, n_classes, "temperature"))
+    layer.set_weights([kernel / temperature, bias / temperature])
+    scaled = decisions / temperature
+    logits_pair = np.hstack([-scaled, scaled]) if scaled.shape[1] == 1 else scaled
+    after = np.exp(logits_pair - logits_pair.max(axis=1, keepdims=True))
+    return temperature_record(temperature, y, decisions, after / after.sum(axis=1, keepdims=True))
+
+
 class PlattScaled:
     """A fitted classifier plus a calibration fitted on validation decision values: per-class sigmoids
     (Platt scaling, `method="sigmoid"`) or one temperature for the softmax of the decision values
