@@ -7,20 +7,27 @@ import click
 from featpipe.cli.options import echo_json, json_option
 from featpipe.heads import HEADS
 
+# Options train and curve share.
+head_option = click.option("--head", "heads", multiple=True, required=True, metavar="NAME",
+                           help=f"Head to train (repeatable): {', '.join(HEADS)}.")
+param_option = click.option(
+    "--param", "params", multiple=True, metavar="KEY=VALUE",
+    help="Head parameter; comma-separated values are a grid searched on validation (C=0.1,1,10). "
+         "KEY=VALUE applies to every chosen head that has KEY, HEAD.KEY=VALUE to one head.")
+no_data_check_option = click.option(
+    "--no-data-check", is_flag=True,
+    help="Skip checking that the dataset still matches the cache (e.g. the dataset folder is gone).")
+
 
 @click.command()
 @click.argument("cache", type=click.Path(dir_okay=False))
-@click.option("--head", "heads", multiple=True, required=True, metavar="NAME",
-              help=f"Head to train (repeatable): {', '.join(HEADS)}.")
-@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
-              help="Head parameter; comma-separated values are a grid searched on validation (C=0.1,1,10). "
-                   "KEY=VALUE applies to every chosen head that has KEY, HEAD.KEY=VALUE to one head.")
+@head_option
+@param_option
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Where run directories go: <runs-dir>/<cache file stem>-<head>.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same predictions.")
 @click.option("--force", is_flag=True, help="Retrain heads whose finished run exists (default: reuse it).")
-@click.option("--no-data-check", is_flag=True,
-              help="Skip checking that the dataset still matches the cache (e.g. the dataset folder is gone).")
+@no_data_check_option
 @click.option("--max-memory", metavar="SIZE",
               help="Memory budget (e.g. 8G; default: half the RAM). Features are loaded up to SIZE, beyond it "
                    "dense, logreg and linear-svm stream from the cache; svm switches to a Nystroem kernel "
@@ -87,19 +94,17 @@ def export(run_dir, output):
 
 @click.command()
 @click.argument("cache", type=click.Path(dir_okay=False))
-@click.option("--head", "heads", multiple=True, required=True, metavar="NAME",
-              help=f"Head to train (repeatable): {', '.join(HEADS)}.")
+@head_option
 @click.option("--shots", default="1,2,4,8,16,all", show_default=True, metavar="K,K,...",
               help="Labelled training images per class at each level; 'all' is the whole training split.")
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
               help="Seeded draws per level (the same draws for every head).")
-@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Head parameter, as for train.")
+@param_option
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Curves go to <runs-dir>/curves/<cache file stem>/ (curve.json, curve.csv, curve.png).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the draws (and heads: seed + repeat).")
 @click.option("--force", is_flag=True, help="Recompute every trial (default: keep those in curve.json).")
-@click.option("--no-data-check", is_flag=True,
-              help="Skip checking that the dataset still matches the cache (e.g. the dataset folder is gone).")
+@no_data_check_option
 @json_option
 def curve(cache, heads, shots, repeats, params, runs_dir, seed, force, no_data_check, as_json):
     """Label-efficiency curve on a feature CACHE: each head trained on K labelled images per class (stratified,
