@@ -31,9 +31,8 @@ import numpy as np
 from featpipe import atomic
 from featpipe.csvfile import write_csv
 from featpipe.errors import FeatpipeError
-from featpipe.runs import read_json_object, write_json
+from featpipe.runs import CURVES_DIR, read_json_object, write_json
 
-CURVES_DIR = "curves"
 CURVE_FILE = "curve.json"
 CONFIDENCE = 0.95
 # "within 1 point": the gap to the all-data accuracy the summary sentence looks for.

@@ -13,6 +13,7 @@ from featpipe.curve import (curve_dir, curves_for_report, draw, interval, learni
                             summary_sentence)
 from featpipe.errors import FeatpipeError
 from featpipe.heads import make_head
+from featpipe.runs import find_runs
 from featpipe.store import FeatureCache
 from heads_fixtures import splits, write_cache
 
@@ -96,6 +97,9 @@ def test_curve_trains_every_head_on_the_same_draws_and_resumes(cache_path, tmp_p
     (found,) = curves_for_report(tmp_path / "runs", ["blobs-0123456789abcdef"])
     assert found["points"] == more.points and found["png"].is_file()
     assert curves_for_report(tmp_path / "runs", ["other"]) == []
+    # Beside the runs, but not a run: compare does not list it as an unfinished one.
+    finished, unfinished = find_runs([tmp_path / "runs"])
+    assert not [p for p in finished + unfinished if "curves" in p.parts]
 
 
 def test_a_curve_of_another_cache_is_not_mixed_in(cache_path, tmp_path):
