@@ -15,6 +15,7 @@ saved model file holds them, normalised, in HDF5, read block by block again when
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -97,16 +98,20 @@ class Neighbours:
             labels, shape = f["labels"][()], f["features"].shape
             if 4 * shape[0] * shape[1] <= max_memory:
                 return cls(f["features"][()], labels)
-        return cls(SavedRows(Path(path), "features", shape), labels)
+        return cls(SavedRows(Path(path), tuple(shape)), labels)
 
 
-class SavedRows(CachedSplit):
+@dataclass(frozen=True)
+class SavedRows:
     """The normalised training rows of a saved kNN model file (its "features" dataset), read in blocks."""
+
+    path: Path
+    shape: tuple[int, ...]
 
     def blocks(self, starts, rows: int) -> Iterator[np.ndarray]:
         with h5py.File(self.path, "r") as f:
             for start in starts:
-                yield f[self.split][start : start + rows]
+                yield f["features"][start : start + rows]
 
 
 def weighted_votes(sims: np.ndarray, labels: np.ndarray, k: int, temperature: float, n_classes: int) -> np.ndarray:
