@@ -11,7 +11,8 @@ from heads_fixtures import splits, validation, write_cache
 
 
 def brute_force(X_train, y_train, X, k, temperature, n_classes):
-    """The protocol written out on the full similarity matrix."""
+    """The protocol written out on the full similarity matrix (in float64; the head keeps its training rows,
+    normalised, in float32, hence the 1e-6 tolerance)."""
     def unit(Z):
         return Z / np.linalg.norm(Z, axis=1, keepdims=True)
 
@@ -29,7 +30,7 @@ def test_probabilities_are_the_temperature_weighted_votes_of_the_k_nearest():
     head = make_head("knn").fit(*data["train"], **validation(data))
     X, y = data["test"]
     expected = brute_force(*data["train"], X, head.n_neighbors_, head.temperature_, 3)
-    np.testing.assert_allclose(head.predict_proba(X), expected, atol=1e-9)
+    np.testing.assert_allclose(head.predict_proba(X), expected, atol=1e-6)
     assert (head.predict(X) == y).mean() > 0.8
     # The grid: DINOv2's k values (200 capped at the 150 training rows) x the temperatures, scored on validation.
     grid = head.selection_["grid"]
@@ -43,7 +44,7 @@ def test_k_is_capped_at_the_training_rows():
     head = make_head("knn", {"k": 200, "temperature": 0.1}).fit(*data["train"], **validation(data))
     assert head.n_neighbors_ == 12
     X = data["test"][0]
-    np.testing.assert_allclose(head.predict_proba(X), brute_force(*data["train"], X, 12, 0.1, 2), atol=1e-9)
+    np.testing.assert_allclose(head.predict_proba(X), brute_force(*data["train"], X, 12, 0.1, 2), atol=1e-6)
 
 
 def test_blockwise_from_the_cache_equals_in_memory(tmp_path, monkeypatch):
@@ -60,7 +61,7 @@ def test_blockwise_from_the_cache_equals_in_memory(tmp_path, monkeypatch):
     assert isinstance(head.model_.features, CachedSplit)
     assert head.selection_["grid"] == in_memory.selection_["grid"]
     np.testing.assert_allclose(head.predict_proba(streamed["test"]), in_memory.predict_proba(data["test"][0]),
-                               atol=1e-9)
+                               atol=1e-6)
 
 
 def test_save_and_load_in_memory_or_read_in_blocks(tmp_path):
@@ -90,4 +91,4 @@ def test_spatial_features_are_averaged_before_the_similarity():
     X = data["test"][0]
     expected = brute_force(data["train"][0].mean(axis=(1, 2)), data["train"][1], X.mean(axis=(1, 2)), 5,
                            head.temperature_, 2)
-    np.testing.assert_allclose(head.predict_proba(X), expected, atol=1e-9)
+    np.testing.assert_allclose(head.predict_proba(X), expected, atol=1e-6)

@@ -36,10 +36,10 @@ REFERENCE_ROWS = 4096
 
 
 def l2_normalized(X) -> np.ndarray:
-    """(n, d) float32 rows of unit length (zero rows stay zero), spatial maps averaged first."""
+    """(n, d) float64 rows of unit length (zero rows stay zero), spatial maps averaged first."""
     X = as_matrix(X)
     norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return (X / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+    return X / np.where(norms > 0, norms, 1.0)
 
 
 class Neighbours:
@@ -59,13 +59,13 @@ class Neighbours:
         if isinstance(self.features, SavedRows):
             yield from self.features.blocks(starts, rows)
         elif isinstance(self.features, CachedSplit):
-            yield from (l2_normalized(block) for block in self.features.blocks(starts, rows))
+            yield from (l2_normalized(block).astype(np.float32) for block in self.features.blocks(starts, rows))
         else:
             yield from (self.features[start : start + rows] for start in starts)
 
     def nearest(self, X, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(similarities, labels), each (n, k), most similar first, for the rows of X (array or CachedSplit)."""
-        parts = [self._nearest_block(l2_normalized(chunk).astype(np.float64), k) for chunk in chunks(X, QUERY_ROWS)]
+        parts = [self._nearest_block(l2_normalized(chunk), k) for chunk in chunks(X, QUERY_ROWS)]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def _nearest_block(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -132,7 +132,7 @@ class KNNHead(Head):
     name = "knn"
     model_file = "model.h5"
     streams = True
-    memory_factor = 2.5  # float32 features as stored + their normalised float32 copy (+ validation's)
+    memory_factor = 4.0  # float32 features as stored, their float64 copy while normalising, the float32 result
     PARAMS = {
         "k": Param(int, grid=True, rule=AT_LEAST_ONE),
         "temperature": Param(float, grid=True, rule=POSITIVE),
@@ -144,7 +144,7 @@ class KNNHead(Head):
         store_params(self, locals())
 
     def _evaluator(self, X, y, X_val, y_val, params):
-        reference = Neighbours(X if isinstance(X, CachedSplit) else l2_normalized(X), y)
+        reference = Neighbours(X if isinstance(X, CachedSplit) else l2_normalized(X).astype(np.float32), y)
         longest = min(max(params["k"]), len(y))
         sims, labels = reference.nearest(X_val, longest)  # once for the whole grid
         n_classes = len(self.classes_)
