@@ -74,7 +74,7 @@ def all_layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:
     return found
 
 
-def standardize_layers(mean, scale, name: str = "standardize") -> list[keras.layers.Layer]:
+def standardize_layers(mean, scale, name: str = "standardize", dtype=None) -> list[keras.layers.Layer]:
     """(x - mean) / scale as built-in layers, exact at any scale (scikit-learn's StandardScaler, whose `scale_`
     is 1 where a feature is constant).
 
@@ -88,7 +88,7 @@ def standardize_layers(mean, scale, name: str = "standardize") -> list[keras.lay
     scale = np.asarray(scale, dtype=np.float64).ravel()
     floored = np.maximum(scale, keras.backend.epsilon())
     return [
-        keras.layers.Normalization(mean=mean, variance=floored**2, name=name),
+        keras.layers.Normalization(mean=mean, variance=floored**2, name=name, dtype=dtype),
         keras.layers.Normalization(mean=np.zeros_like(mean), variance=(floored / scale) ** 2, invert=True,
-                                   name=f"{name}_small_scale"),
+                                   name=f"{name}_small_scale", dtype=dtype),
     ]

@@ -3,7 +3,8 @@ head's `predict_proba` (to float32 rounding), so that a run exports as one serva
 
 Every piece is a layer that ships with Keras (Dense, Normalization, UnitNormalization, Multiply, Add,
 Subtract, Rescaling, ReLU, Activation, Softmax, GlobalMaxPooling1D, Reshape): the saved model loads with
-`keras.models.load_model` on a machine without featpipe or scikit-learn.
+`keras.models.load_model` on a machine without featpipe or scikit-learn. The head's layers compute in float64
+(`EXACT`), as scikit-learn and the kNN head do; the backbone before them keeps its own precision.
 
 - standardisation: `featpipe.model_parts.standardize_layers` (exact at any scale); L2: UnitNormalization;
 - logreg: one Dense (softmax; sigmoid for two classes; the streamed solver's one-vs-rest sigmoids are
@@ -40,12 +41,15 @@ STEEP = 1e30
 MARK_SLOPE = 1e12
 TAKEN_OFFSET = 1e4
 MASKED_LOGIT = 1e9
+# Every head layer computes in float64, as scikit-learn does: in float32, |x|^2 - 2 x.c + |c|^2 of an RBF kernel
+# on 2,048 features was off by 4e-6 in the probabilities, and kNN similarities swapped near-tied neighbours.
+EXACT = {"dtype": "float64"}
 
 
-def dense(x, kernel, bias=None, activation=None, name=None, dtype="float32"):
-    """A frozen Dense layer with the given float64 weights (stored in `dtype`)."""
+def dense(x, kernel, bias=None, activation=None, name=None):
+    """A frozen float64 Dense layer with the given weights."""
     kernel = np.asarray(kernel, dtype=np.float64)
-    layer = keras.layers.Dense(kernel.shape[1], activation=activation, use_bias=bias is not None, dtype=dtype,
+    layer = keras.layers.Dense(kernel.shape[1], activation=activation, use_bias=bias is not None, **EXACT,
                                trainable=False, name=name)
     out = layer(x)
     layer.set_weights([kernel] + ([] if bias is None else [np.asarray(bias, dtype=np.float64).ravel()]))
@@ -55,19 +59,19 @@ def dense(x, kernel, bias=None, activation=None, name=None, dtype="float32"):
 def pooled(x):
     """Spatial maps / token sequences averaged, as the heads' `as_matrix` does."""
     if len(x.shape) == 4:
-        return keras.layers.GlobalAveragePooling2D(name="head_avg_pool")(x)
+        return keras.layers.GlobalAveragePooling2D(name="head_avg_pool", **EXACT)(x)
     if len(x.shape) == 3:
-        return keras.layers.GlobalAveragePooling1D(name="head_avg_pool")(x)
+        return keras.layers.GlobalAveragePooling1D(name="head_avg_pool", **EXACT)(x)
     return x
 
 
 def normalized(step, x):
     if isinstance(step, StandardScaler):
-        for layer in standardize_layers(step.mean_, step.scale_):
+        for layer in standardize_layers(step.mean_, step.scale_, dtype="float64"):
             x = layer(x)
         return x
     if isinstance(step, Normalizer):
-        return keras.layers.UnitNormalization(name="l2_normalize")(x)
+        return keras.layers.UnitNormalization(name="l2_normalize", **EXACT)(x)
     return x  # FunctionTransformer(): identity
 
 
@@ -78,9 +82,9 @@ def linear_decision(model, x):
 
 def rbf_kernel(x, centres: np.ndarray, gamma: float):
     """exp(-gamma |x - c|^2) for each centre c, as (n, m)."""
-    squares = dense(keras.layers.Multiply()([x, x]), np.full((centres.shape[1], 1), -gamma))
+    squares = dense(keras.layers.Multiply(**EXACT)([x, x]), np.full((centres.shape[1], 1), -gamma))
     cross = dense(x, 2 * gamma * centres.T, -gamma * (centres**2).sum(axis=1))
-    return keras.layers.Activation("exponential")(keras.layers.Add()([cross, squares]))
+    return keras.layers.Activation("exponential", **EXACT)(keras.layers.Add(**EXACT)([cross, squares]))
 
 
 def svc_decision(classifier, x):
@@ -102,15 +106,15 @@ def svc_decision(classifier, x):
     decisions = dense(K, coef, svc.intercept_)
     # scikit-learn's _ovr_decision_function: pair (i, j) votes for j when its decision is < 0, else for i;
     # summed confidences (+decision for i, -decision for j) are squashed to (-1/3, 1/3) and added to the votes.
-    votes_for_j = keras.layers.ReLU(max_value=1.0)(keras.layers.Rescaling(-STEEP)(decisions))
+    votes_for_j = keras.layers.ReLU(max_value=1.0, **EXACT)(keras.layers.Rescaling(-STEEP, **EXACT)(decisions))
     vote_matrix, sign = np.zeros((len(pairs), n_classes)), np.zeros((len(pairs), n_classes))
     first = np.zeros(n_classes)
     for p, (i, j) in enumerate(pairs):
         vote_matrix[p, i], vote_matrix[p, j], first[i] = -1, 1, first[i] + 1
         sign[p, i], sign[p, j] = 1, -1
     votes = dense(votes_for_j, vote_matrix, first)
-    confidence = keras.layers.Activation("softsign")(dense(decisions, sign))
-    return keras.layers.Add()([votes, keras.layers.Rescaling(1 / 3)(confidence)])
+    confidence = keras.layers.Activation("softsign", **EXACT)(dense(decisions, sign))
+    return keras.layers.Add(**EXACT)([votes, keras.layers.Rescaling(1 / 3, **EXACT)(confidence)])
 
 
 def decision(pipeline: Pipeline, x):
@@ -128,7 +132,7 @@ def decision(pipeline: Pipeline, x):
 
 def normalized_sigmoids(z):
     """sigmoid(z_i) / sum_j sigmoid(z_j) (scikit-learn's one-vs-rest probabilities), as softmax(log_sigmoid)."""
-    return keras.layers.Softmax()(keras.layers.Activation("log_sigmoid")(z))
+    return keras.layers.Softmax(**EXACT)(keras.layers.Activation("log_sigmoid", **EXACT)(z))
 
 
 def calibrated(calibrator, z, n_classes: int):
@@ -152,34 +156,34 @@ def sklearn_probabilities(model, x, n_classes: int):
     classifier = model.named_steps["classify"]
     z = decision(model, x)
     if n_classes == 2:
-        return class_probabilities(keras.layers.Activation("sigmoid")(z))
+        return class_probabilities(keras.layers.Activation("sigmoid", **EXACT)(z))
     if isinstance(classifier, LogisticRegression):
-        return keras.layers.Softmax()(z)
+        return keras.layers.Softmax(**EXACT)(z)
     if isinstance(classifier, SGDClassifier):
         return normalized_sigmoids(z)
     raise FeatpipeError(f"internal: no Keras form for {type(classifier).__name__}")
 
 
 def knn_probabilities(head, x):
-    """In float64, as the head computes its similarities: in float32 the similarities of a query to thousands
-    of training rows differ from the head's by ~1e-7, enough to swap near-tied neighbours at the k-th place
-    (measured: 4e-3 on the probabilities for 2,000 rows of 2,048 features)."""
+    """Float64 matters most here: in float32 the similarities of a query to thousands of training rows differ
+    from the head's by ~1e-7, enough to swap near-tied neighbours at the k-th place (measured: 4e-3 on the
+    probabilities for 2,000 random rows of 2,048 features; 1e-15 in float64)."""
     reference = head.model_
     rows = np.concatenate(list(reference.blocks()))  # L2-normalised, float32 as saved
-    k, n_rows, exact = head.n_neighbors_, len(rows), {"dtype": "float64"}
-    x = keras.layers.UnitNormalization(name="l2_normalize", **exact)(x)
-    sims = dense(x, rows.T, name="cosine_similarity", **exact)
+    k, n_rows = head.n_neighbors_, len(rows)
+    x = keras.layers.UnitNormalization(name="l2_normalize", **EXACT)(x)
+    sims = dense(x, rows.T, name="cosine_similarity")
     remaining, taken = sims, None
     for _ in range(k):
-        best = keras.layers.GlobalMaxPooling1D(**exact)(keras.layers.Reshape((n_rows, 1), **exact)(remaining))
-        gap = keras.layers.Subtract(**exact)([remaining, best])  # <= 0, 0 at the maximum
-        mark = keras.layers.ReLU(max_value=1.0, **exact)(keras.layers.Rescaling(MARK_SLOPE, offset=1.0, **exact)(gap))
-        remaining = keras.layers.Add(**exact)([remaining, keras.layers.Rescaling(-TAKEN_OFFSET, **exact)(mark)])
-        taken = mark if taken is None else keras.layers.Add(**exact)([taken, mark])
-    logits = keras.layers.Add(**exact)([keras.layers.Rescaling(1 / head.temperature_, **exact)(sims),
-                                        keras.layers.Rescaling(MASKED_LOGIT, offset=-MASKED_LOGIT, **exact)(taken)])
-    weights = keras.layers.Softmax(name="neighbour_weights", **exact)(logits)
-    return dense(weights, np.eye(len(head.classes_))[reference.labels], name="class_votes", **exact)
+        best = keras.layers.GlobalMaxPooling1D(**EXACT)(keras.layers.Reshape((n_rows, 1), **EXACT)(remaining))
+        gap = keras.layers.Subtract(**EXACT)([remaining, best])  # <= 0, 0 at the maximum
+        mark = keras.layers.ReLU(max_value=1.0, **EXACT)(keras.layers.Rescaling(MARK_SLOPE, offset=1.0, **EXACT)(gap))
+        remaining = keras.layers.Add(**EXACT)([remaining, keras.layers.Rescaling(-TAKEN_OFFSET, **EXACT)(mark)])
+        taken = mark if taken is None else keras.layers.Add(**EXACT)([taken, mark])
+    logits = keras.layers.Add(**EXACT)([keras.layers.Rescaling(1 / head.temperature_, **EXACT)(sims),
+                                        keras.layers.Rescaling(MASKED_LOGIT, offset=-MASKED_LOGIT, **EXACT)(taken)])
+    weights = keras.layers.Softmax(name="neighbour_weights", **EXACT)(logits)
+    return dense(weights, np.eye(len(head.classes_))[reference.labels], name="class_votes")
 
 
 def head_probabilities(head, features):
