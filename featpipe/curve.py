@@ -6,7 +6,7 @@ shot level k and repeat r, k training rows per class are drawn without replaceme
 them; "all" is the whole training split). Each head selects its hyperparameters on the full validation
 split, as `featpipe train` does, and is scored once on the full test split. A point (head, k) reports the
 mean test accuracy over the repeats, their standard deviation and a 95% t-interval over the repeats
-(mean +- t(0.975, r-1) * sd / sqrt(r)); head seeds are seed + r, so "all" repeats differ only by the head's
+(mean +- t(0.975, r-1) * sd / sqrt(r), clipped to [0, 1]); head seeds are seed + r, so "all" repeats differ only by the head's
 own randomness. A head that reports none (`Head.seed_independent`: knn, logreg's lbfgs, svm's exact kernel)
 is fitted once at "all" and that result is recorded for every repeat ("same_as_repeat": 0): a fit would
 give the same numbers.
@@ -37,7 +37,7 @@ CURVE_FILE = "curve.json"
 CONFIDENCE = 0.95
 # "within 1 point": the gap to the all-data accuracy the summary sentence looks for.
 WITHIN = 0.01
-INTERVAL = "95% t-interval over repeats: mean +- t(0.975, repeats - 1) * sd / sqrt(repeats)"
+INTERVAL = "95% t-interval over repeats: mean +- t(0.975, repeats - 1) * sd / sqrt(repeats), clipped to [0, 1]"
 
 
 def parse_shots(text: str) -> list[int | None]:
@@ -70,7 +70,8 @@ def draw(labels: np.ndarray, shots: int | None, repeat: int, seed: int) -> np.nd
 
 
 def interval(values: list[float]) -> tuple[float, float, list[float] | None]:
-    """(mean, sample standard deviation, 95% t-interval) of per-repeat accuracies; no interval from one value."""
+    """(mean, sample standard deviation, 95% t-interval clipped to [0, 1]) of per-repeat accuracies; no interval
+    from one value."""
     from scipy import stats
 
     values = np.asarray(values, dtype=np.float64)
@@ -81,7 +82,7 @@ def interval(values: list[float]) -> tuple[float, float, list[float] | None]:
         return float(values[0]), 0.0, [float(values[0])] * 2
     sd = float(values.std(ddof=1))
     half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(values) - 1)) * sd / math.sqrt(len(values))
-    return mean, sd, [mean - half, mean + half]
+    return mean, sd, [max(mean - half, 0.0), min(mean + half, 1.0)]  # accuracies: clipped to [0, 1]
 
 
 @dataclass
@@ -213,9 +214,13 @@ def summary_sentence(points: list[dict], head: str, within: float = WITHIN) -> s
     if reached is None:
         last = numeric[-1]
         return (f"{head} stays more than {gap} under its all-data accuracy ({full['mean']:.3f}) up to "
-                f"{last['shots']} images per class ({last['mean']:.3f})")
-    return (f"{head} reaches within {gap} of its all-data accuracy ({full['mean']:.3f}) from {reached['shots']} "
-            f"image{'s' if reached['shots'] != '1' else ''} per class ({reached['mean']:.3f})")
+                f"{_images(last['shots'])} per class ({last['mean']:.3f})")
+    return (f"{head} reaches within {gap} of its all-data accuracy ({full['mean']:.3f}) from "
+            f"{_images(reached['shots'])} per class ({reached['mean']:.3f})")
+
+
+def _images(shots: str) -> str:
+    return f"{shots} image{'' if shots == '1' else 's'}"
 
 
 def plot_curve(points: list[dict], path: Path, title: str) -> Path:

@@ -47,6 +47,9 @@ def test_interval_is_the_t_interval_over_repeats():
     assert mean == pytest.approx(0.848) and sd == pytest.approx(np.std(values, ddof=1))
     np.testing.assert_allclose(ci, expected)
     assert interval([0.7]) == (0.7, 0.0, None)
+    # Two repeats: t(0.975, 1) = 12.7, the interval passes 0 and 1 and is clipped to accuracies.
+    assert interval([0.9, 1.0])[2] == [pytest.approx(0.95 - 0.635, abs=1e-3), 1.0]
+    assert interval([0.0, 0.1])[2] == [0.0, pytest.approx(0.05 + 0.635, abs=1e-3)]
 
 
 def test_summary_sentence_names_the_first_level_within_a_point_of_all_data():
@@ -56,6 +59,7 @@ def test_summary_sentence_names_the_first_level_within_a_point_of_all_data():
         "logreg reaches within 1 point of its all-data accuracy (0.912) from 64 images per class (0.905)")
     assert summary_sentence(points[:2] + points[3:], "logreg").startswith(
         "logreg stays more than 1 point under its all-data accuracy (0.912) up to 8 images per class")
+    assert summary_sentence([points[0], points[3]], "logreg").endswith("up to 1 image per class (0.600)")
 
 
 def test_curve_trains_every_head_on_the_same_draws_and_resumes(cache_path, tmp_path):
