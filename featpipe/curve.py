@@ -6,8 +6,8 @@ shot level k and repeat r, k training rows per class are drawn without replaceme
 them; "all" is the whole training split). Each head selects its hyperparameters on the full validation
 split, as `featpipe train` does, and is scored once on the full test split. A point (head, k) reports the
 mean test accuracy over the repeats, their standard deviation and a 95% t-interval over the repeats
-(mean +- t(0.975, r-1) * sd / sqrt(r), clipped to [0, 1]); head seeds are seed + r, so "all" repeats differ only by the head's
-own randomness. A head that reports none (`Head.seed_independent`: knn, logreg's lbfgs, svm's exact kernel)
+(mean +- t(0.975, r-1) * sd / sqrt(r), clipped to [0, 1]); head seeds are seed + r, so "all" repeats differ
+only by the head's own randomness. A head that reports none (`Head.seed_independent`: knn, logreg's lbfgs, svm's exact kernel)
 is fitted once at "all" and that result is recorded for every repeat ("same_as_repeat": 0): a fit would
 give the same numbers.
 

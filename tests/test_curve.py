@@ -70,7 +70,8 @@ def test_curve_trains_every_head_on_the_same_draws_and_resumes(cache_path, tmp_p
                                                        X_val=cache.features("validation"),
                                                        y_val=cache.labels("validation"))
         full_accuracy = full.score(cache.features("test"), cache.labels("test"))
-    assert result.directory == curve_dir(cache_path, tmp_path / "runs") == tmp_path / "runs/curves/blobs-0123456789abcdef"
+    expected_dir = tmp_path / "runs" / "curves" / "blobs-0123456789abcdef"
+    assert result.directory == curve_dir(cache_path, tmp_path / "runs") == expected_dir
     assert [(p["head"], p["shots"], p["repeats"]) for p in result.points] == [
         (h, s, 3) for h in ("logreg", "knn") for s in ("1", "4", "all")]
     assert result.trained == 18 and result.reused == 0
