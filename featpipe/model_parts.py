@@ -72,3 +72,23 @@ def all_layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:
         found.append(layer)
         found += all_layers(layer)
     return found
+
+
+def standardize_layers(mean, scale, name: str = "standardize", dtype=None) -> list[keras.layers.Layer]:
+    """(x - mean) / scale as built-in layers, exact at any scale (scikit-learn's StandardScaler, whose `scale_`
+    is 1 where a feature is constant).
+
+    keras' Normalization divides by max(sqrt(variance), epsilon=1e-7), so features whose deviation is below
+    1e-7 (a random-initialised base gives ~1e-17) would stay tiny. The first layer divides by max(scale,
+    epsilon) with that floor; an inverted Normalization (x * sqrt(variance) + mean) then multiplies by
+    max(scale, epsilon) / scale, which is 1 wherever the floor did not apply. Exact in float32 for deviations
+    from about 1e-26 to 1e19.
+    """
+    mean = np.asarray(mean, dtype=np.float64).ravel()
+    scale = np.asarray(scale, dtype=np.float64).ravel()
+    floored = np.maximum(scale, keras.backend.epsilon())
+    return [
+        keras.layers.Normalization(mean=mean, variance=floored**2, name=name, dtype=dtype),
+        keras.layers.Normalization(mean=np.zeros_like(mean), variance=(floored / scale) ** 2, invert=True,
+                                   name=f"{name}_small_scale", dtype=dtype),
+    ]

@@ -69,13 +69,19 @@ def load_recorded_backbone(info: dict) -> Backbone:
 
 
 def image_model(run_dir: str | os.PathLike, info: dict) -> keras.Model:
-    """A dense-head run as one model: 0-255 image -> preprocessing -> frozen base -> pooling -> head -> probabilities."""
+    """A head run as one model of built-in layers: 0-255 image -> preprocessing -> frozen base -> pooling ->
+    head -> probabilities. A dense head's saved Keras model is called as it is; any other head is rebuilt as
+    layers (`featpipe.heads.keras_graph`)."""
     model_file = verified_model_file(run_dir, info)
     features = load_recorded_backbone(info).feature_model(info["pooling"])
-    head = keras.saving.load_model(model_file)
-    outputs = head(features.output)
-    if outputs.shape[-1] == 1:
-        outputs = class_probabilities(outputs)
+    if info["head"] == "dense":
+        outputs = keras.saving.load_model(model_file)(features.output)
+        if outputs.shape[-1] == 1:
+            outputs = class_probabilities(outputs)
+    else:
+        from featpipe.heads.keras_graph import head_probabilities
+
+        outputs = head_probabilities(load_head(run_dir), features.output)
     return keras.Model(features.input, outputs, name=f"{info['name']}_classifier")
 
 
@@ -187,7 +193,8 @@ def predict(run_dir: str | os.PathLike, inputs: list[str | os.PathLike], output:
 
 
 def export(run_dir: str | os.PathLike, output: str | os.PathLike) -> Path:
-    """Write one Keras model, 0-255 RGB image in -> class probabilities out, for a dense-head or finetune run."""
+    """Write one Keras model of built-in layers, 0-255 RGB image in -> class probabilities out, for any head's
+    run or a finetune run; it is written only after it computes what `predict` computes, to EXPORT_TOLERANCE."""
     output = Path(output)
     if output.suffix != ".keras":
         raise FeatpipeError(f"the exported model's file name must end in .keras, got {output}")
@@ -197,22 +204,26 @@ def export(run_dir: str | os.PathLike, output: str | os.PathLike) -> Path:
     if info["kind"] == "finetune":
         atomic.copy_file(model_file, output)
         return output
-    if info["head"] != "dense":
-        raise FeatpipeError(
-            f"a {info['head']} head is a scikit-learn model and cannot be exported as one Keras model; "
-            f"use `featpipe predict {run_dir} IMAGES...`, or train a dense head to export"
-        )
-    model = image_model(run_dir, info)
+    with _load_errors(model_file):
+        model = image_model(run_dir, info)
+        classifier = load_classifier(run_dir)
     with atomic.atomic_path(output) as tmp:
         model.save(tmp)
-        _check_export(model, tmp)
+        _check_export(classifier, tmp)
     return output
 
 
-def _check_export(model: keras.Model, path: Path) -> None:
-    """The saved file must compute what the in-memory pipeline (the one predict uses) computes."""
-    images = np.random.default_rng(0).uniform(0, 255, (4, *model.input_shape[1:])).astype(np.float32)
+# Images the export is checked on: random pixels, plus one flat grey image.
+CHECK_IMAGES = 8
+
+
+def _check_export(classifier: ImageClassifier, path: Path) -> None:
+    """The saved file, loaded back, must compute what predict computes for the same input tensor."""
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (CHECK_IMAGES, *classifier.image_size, 3)).astype(np.float32)
+    images[-1] = 128.0
     saved = keras.saving.load_model(path)
-    difference = np.abs(keras.ops.convert_to_numpy(saved(images)) - keras.ops.convert_to_numpy(model(images))).max()
-    if difference > EXPORT_TOLERANCE:
-        raise FeatpipeError(f"the exported model's probabilities differ from the run's by {difference:.2g}; not written")
+    difference = np.abs(as_class_probs(keras.ops.convert_to_numpy(saved(images))) - classifier.probabilities(images))
+    if difference.max() > EXPORT_TOLERANCE:
+        raise FeatpipeError(f"the exported model's probabilities differ from predict's by {difference.max():.2g} "
+                            f"(over {EXPORT_TOLERANCE:g}); not written")

@@ -39,6 +39,8 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.json"
 DIGESTS = "model_sha256"
+# The folder under a runs root where label-efficiency curves go (featpipe.curve): not a run.
+CURVES_DIR = "curves"
 
 
 @dataclass(frozen=True)
@@ -262,7 +264,7 @@ def _run_dirs(path: Path) -> list[Path]:
     marked = {p.parent for name in (RUN_FILE, METRICS_FILE) for p in path.rglob(name)}
     bare = {
         child for child in path.iterdir()
-        if child.is_dir() and not any(child == m or child in m.parents for m in marked)
+        if child.is_dir() and child.name != CURVES_DIR and not any(child == m or child in m.parents for m in marked)
     }
     return sorted(marked | bare) or [path]
 

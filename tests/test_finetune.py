@@ -407,3 +407,25 @@ def test_a_run_being_written_by_another_process_is_refused_at_once(tmp_path, dat
         with pytest.raises(FeatpipeError, match=f"^another featpipe process is writing run directory {run_dir} "):
             run_finetune(data, tuner, tmp_path / "runs")
     assert not run_dir.exists()
+
+
+def test_temperature_calibration_is_fitted_on_validation_and_saved_in_the_model(tmp_path, tiny_model_file):
+    data = load_image_folder(make_dataset(tmp_path / "data", classes=("cat", "dog", "fox")))
+    params = {"augment": "none", "fine_tune_epochs": 0}
+    plain = run_finetune(data, tiny_tuner(tiny_model_file, **params), tmp_path / "runs")
+    tuner = tiny_tuner(tiny_model_file, **params, calibration="temperature")
+    result = run_finetune(data, tuner, tmp_path / "runs")
+    assert result.run_dir != plain.run_dir and result.run["params"]["calibration"] == "temperature"
+    assert "calibration" not in plain.run["params"]  # older runs keep their keys
+    record = result.metrics["selection"]["temperature"]
+    assert record["temperature"] > 0
+    assert record["validation_log_loss_after"] <= record["validation_log_loss_before"] + 1e-9
+    # The same training, so the same predictions; the validation metrics are the calibrated model's.
+    assert result.metrics["validation"]["accuracy"] == plain.metrics["validation"]["accuracy"]
+    assert result.metrics["validation"]["ece"] == pytest.approx(record["validation_ece_after"], abs=1e-5)
+    assert plain.metrics["validation"]["ece"] == pytest.approx(record["validation_ece_before"], abs=1e-5)
+    saved = keras.saving.load_model(result.run_dir / "model.keras")
+    images, _ = next(iter(labeled_images(data.files("test"), data.splits["test"].labels, (32, 32), 6)))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(saved(images)), tuner.model_(images), atol=1e-6)
+    with pytest.raises(FeatpipeError, match="--calibration must be one of none, temperature"):
+        tiny_tuner(tiny_model_file, calibration="platt").check()

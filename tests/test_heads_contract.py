@@ -17,6 +17,7 @@ QUICK = {
     "logreg": {"C": (0.1, 1.0)},
     "linear-svm": {"C": (0.1, 1.0)},
     "svm": {"C": (1.0,)},
+    "knn": {"k": (5, 10), "temperature": (0.07, 0.5)},
 }
 
 
@@ -50,7 +51,7 @@ def _data():
 
 # The grid parameter each head's GridSearchCV test searches, over two values.
 SEARCHED = {"dense": ("dropout", [0.0, 0.5]), "logreg": ("C", [0.01, 1.0]), "linear-svm": ("C", [0.01, 1.0]),
-            "svm": ("C", [0.1, 10.0])}
+            "svm": ("C", [0.1, 10.0]), "knn": ("k", [5, 20])}
 
 
 @pytest.mark.parametrize("name", HEADS)

@@ -1,12 +1,16 @@
 """featpipe.heads.dense: the Deep Learning with Python head in Keras."""
 
+import keras
 import numpy as np
 import pytest
+from sklearn.preprocessing import StandardScaler
 
 from featpipe.heads import load_head, make_head
 from featpipe.heads.base import CachedSplit
 from featpipe.store import FeatureCache
 import featpipe.heads.dense as dense_module
+from featpipe.metrics import calibration
+from featpipe.model_parts import standardize_layers
 from heads_fixtures import blobs, splits, synthetic_cache, validation, write_cache, validation
 
 FAST = {"units": 16, "epochs": 8, "patience": 3, "batch_size": 16, "learning_rate": 0.01}
@@ -121,3 +125,52 @@ def test_streaming_a_class_sorted_cache_mixes_the_classes(tmp_path, monkeypatch)
     np.testing.assert_array_equal(labels[order], y[expected])
     assert len(set(np.concatenate([labels for _, labels in epoch[:4]]))) == 2
     assert all(len(set(np.concatenate([b for _, b in epoch[i : i + 8]]))) == 2 for i in range(0, len(epoch), 8))
+
+
+def test_features_of_scale_1e17_are_standardised_like_scikit_learn_does(tmp_path):
+    # A random-initialised base at 48 px gives pooled features ~1e-17: keras' Normalization floors the
+    # deviation at 1e-7 and the head stayed at chance; divided by their deviation they are learned.
+    data = {s: (X * 1e-17, y) for s, (X, y) in splits(spread=2.0).items()}
+    X, y = data["test"]
+    head = _fit(data)
+    assert head.score(X, y) > 0.85
+    model = head.model_
+    standardised = keras.Model(model.input, model.get_layer("standardize_small_scale").output)
+    expected = StandardScaler().fit(data["train"][0]).transform(X)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(standardised(X)), expected, rtol=1e-4, atol=1e-5)
+    loaded = load_head(head.save(tmp_path))
+    np.testing.assert_allclose(loaded.predict_proba(X), head.predict_proba(X), rtol=1e-6)
+
+
+def test_a_constant_feature_is_divided_by_one():
+    X = np.random.default_rng(0).normal(size=(50, 3))
+    X[:, 1] = 5.0
+    scaler = StandardScaler().fit(X)
+    layers = standardize_layers(scaler.mean_, scaler.scale_)
+    out = X.astype(np.float32)
+    for layer in layers:
+        out = keras.ops.convert_to_numpy(layer(out))
+    np.testing.assert_allclose(out, StandardScaler().fit_transform(X), atol=1e-5)
+    assert np.all(out[:, 1] == 0)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_temperature_scaling_is_fitted_on_validation_and_lowers_its_log_loss(n_classes, tmp_path):
+    data = splits(n_classes=n_classes, spread=6.0, rows={"train": 120, "validation": 200, "test": 60})
+    params = {"epochs": 5, "units": 32, "learning_rate": 0.02}
+    plain = _fit(data, **params)
+    head = _fit(data, **params, calibration="temperature")
+    record = head.selection_["temperature"]
+    temperature = record["temperature"]
+    assert temperature != pytest.approx(1.0, abs=1e-3)
+    # The temperature minimises the validation log loss: never above the uncalibrated one.
+    assert record["validation_log_loss_after"] <= record["validation_log_loss_before"] + 1e-9
+    X_val = data["validation"][0]
+    before = calibration(data["validation"][1], plain.predict_proba(X_val))["ece"]
+    assert record["validation_ece_before"] == pytest.approx(before, abs=1e-6)
+    # Same predictions (the temperature never changes the argmax), softer probabilities, saved in the model.
+    X = data["test"][0]
+    np.testing.assert_array_equal(head.predict(X), plain.predict(X))
+    softer = head.predict_proba(X).max(axis=1).mean() < plain.predict_proba(X).max(axis=1).mean()
+    assert softer == (temperature > 1)
+    np.testing.assert_allclose(load_head(head.save(tmp_path)).predict_proba(X), head.predict_proba(X), rtol=1e-6)

@@ -50,3 +50,19 @@ def test_a_hard_to_fit_grid_point_is_recorded_as_not_converged():
     data = splits(n_classes=3, spread=4.0)
     head = make_head("linear-svm", {"C": "0.001,100", "max_iter": 2}).fit(*data["train"], **validation(data))
     assert any(g.get("converged") is False for g in head.selection_["grid"])
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_linear_svm_temperature_scaling_records_before_and_after(n_classes):
+    data = splits(n_classes=n_classes, spread=4.0, rows={"train": 120, "validation": 90, "test": 60})
+    head = make_head("linear-svm", {"calibration": "temperature"}).fit(*data["train"], **validation(data))
+    record = head.selection_["temperature"]
+    assert head.selection_["calibration"].startswith("temperature scaling")
+    assert record["temperature"] > 0 and set(record) >= {"validation_ece_before", "validation_ece_after"}
+    assert record["validation_log_loss_after"] <= record["validation_log_loss_before"] + 1e-9
+    # softmax(decision / T): the same argmax as the decision function, probabilities summing to one.
+    X = data["test"][0]
+    proba = head.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    platt = make_head("linear-svm").fit(*data["train"], **validation(data))
+    assert (proba.argmax(axis=1) == platt.model_.model.predict(X)).all()

@@ -11,7 +11,7 @@ from heads_fixtures import splits, validation
 def test_every_registered_head_has_its_name_and_a_model_file():
     for name in HEADS:
         cls = head_class(name)
-        assert cls.name == name and cls.model_file in ("model.keras", "model.joblib")
+        assert cls.name == name and cls.model_file in ("model.keras", "model.joblib", "model.h5")
 
 
 def test_unknown_head_is_a_clear_error_with_a_suggestion():
@@ -41,7 +41,7 @@ def test_params_go_to_every_head_that_has_them_or_to_the_one_named():
 
 
 @pytest.mark.parametrize("option, message", [
-    ("units=8", r"unknown parameter 'units' for logreg / svm; known: C, epochs, gamma, kernel, max_exact_rows, "
+    ("units=8", r"unknown parameter 'units' for logreg / svm; known: C, calibration, epochs, gamma, kernel, max_exact_rows, "
                 r"max_iter, n_components, normalize, solver, tol, validation_fraction"),
     ("svm.max_iter=5", r"unknown parameter 'max_iter' for svm"),
     ("dense.units=8", r"names head 'dense', which is not being trained"),

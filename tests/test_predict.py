@@ -10,6 +10,7 @@ import pytest
 
 from featpipe.errors import FeatpipeError
 from featpipe.heads import load_head, make_head
+from featpipe.model_parts import all_layers
 from featpipe.pipeline import indexed_images
 from featpipe.preprocessing import preprocessing_config
 from featpipe.predict import export, image_files, predict
@@ -27,12 +28,12 @@ def _make_runs(root, model_file, pooling, heads):
     with open_for_training(path) as cache:
         for name, params in heads.items():
             train_head(cache, make_head(name, params), root / "runs")
-    return {"root": root, "cache": path, **{p.name.rsplit("-", 1)[1]: p for p in (root / "runs").iterdir()}}
+    return {"root": root, "cache": path, **{name: root / "runs" / f"{path.stem}-{name}" for name in heads}}
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_model_file):
-    heads = {"logreg": {}, "svm": {}, "dense": {"epochs": 3, "units": 8}}
+    heads = {"logreg": {}, "svm": {}, "dense": {"epochs": 3, "units": 8}, "linear-svm": {}, "knn": {}}
     return _make_runs(tmp_path_factory.mktemp("predict"), tiny_model_file, "avg", heads)
 
 
@@ -57,7 +58,7 @@ def _cached_test_probabilities(runs, run_dir):
         return {str(runs["root"] / "data" / p): row for p, row in zip(cache.paths("test"), proba)}
 
 
-@pytest.mark.parametrize("head", ["logreg", "svm", "dense"])
+@pytest.mark.parametrize("head", ["logreg", "svm", "dense", "knn"])
 def test_csv_rows_match_the_head_on_cached_features(runs, images, tmp_path, head):
     result = predict(runs[head], images, tmp_path / "p.csv")
     rows = _read(tmp_path / "p.csv")
@@ -83,22 +84,48 @@ def test_spatial_features_go_through_the_same_pooling_at_predict_time(tmp_path, 
             np.testing.assert_allclose([float(row["prob_cat"]), float(row["prob_dog"])], expected[row["path"]], atol=1e-5)
 
 
-def test_export_is_one_model_with_the_same_probabilities_as_predict(runs, images, tmp_path):
-    out = export(runs["dense"], tmp_path / "model.keras")
-    predict(runs["dense"], images, tmp_path / "p.csv")
+def _exported_and_predicted(runs, images, tmp_path, head):
+    """(the exported model, held-out images as the tensor predict reads, predict's probabilities for them)."""
+    out = export(runs[head], tmp_path / "model.keras")
+    predict(runs[head], images, tmp_path / "p.csv")
     rows = _read(tmp_path / "p.csv")[:-1]
+    pixels = np.stack([x for x, _ in indexed_images([r["path"] for r in rows], (32, 32)).as_numpy_iterator()])
+    return out, pixels, np.array([[float(r["prob_cat"]), float(r["prob_dog"])] for r in rows])
+
+
+BUILT_IN = {"InputLayer", "Functional", "Dense", "Dropout", "Normalization", "UnitNormalization", "Multiply", "Add",
+            "Subtract", "Rescaling", "ReLU", "Activation", "Softmax", "GlobalMaxPooling1D", "GlobalAveragePooling2D",
+            "Reshape", "Conv2D", "BatchNormalization", "Flatten", "Identity", "Cast"}
+
+
+@pytest.mark.parametrize("head", ["dense", "logreg", "linear-svm", "svm", "knn"])
+def test_every_head_exports_as_one_model_with_the_same_probabilities_as_predict(runs, images, tmp_path, head):
+    out, pixels, expected = _exported_and_predicted(runs, images, tmp_path, head)
     model = keras.saving.load_model(out)
     assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 2)
-    pixels = np.stack([x for x, _ in indexed_images([r["path"] for r in rows], (32, 32)).as_numpy_iterator()])
-    expected = [[float(r["prob_cat"]), float(r["prob_dog"])] for r in rows]
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(pixels)), expected, atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(pixels)), expected, atol=1e-5)
+    kinds = {type(layer).__name__ for layer in all_layers(model)}
+    assert kinds <= BUILT_IN and all(type(layer).__module__.startswith("keras.") for layer in all_layers(model))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head", ["dense", "logreg", "linear-svm", "svm", "knn"])
+def test_exports_load_with_plain_keras_without_featpipe(runs, images, tmp_path, head):
+    out, pixels, expected = _exported_and_predicted(runs, images, tmp_path, head)
     # A server without featpipe loads it with plain keras.models.load_model and gets the same answers.
-    np.testing.assert_allclose(outputs_without_featpipe(out, pixels, tmp_path), expected, atol=1e-6)
+    np.testing.assert_allclose(outputs_without_featpipe(out, pixels, tmp_path), expected, atol=1e-5)
 
 
-def test_sklearn_heads_and_bad_names_cannot_be_exported(runs, tmp_path):
-    with pytest.raises(FeatpipeError, match=r"logreg head is a scikit-learn model and cannot be exported"):
-        export(runs["logreg"], tmp_path / "model.keras")
+def test_an_export_that_disagrees_with_predict_is_not_written(runs, tmp_path, monkeypatch):
+    import featpipe.predict as predict_module
+
+    monkeypatch.setattr(predict_module, "EXPORT_TOLERANCE", -1.0)  # no difference is small enough
+    with pytest.raises(FeatpipeError, match=r"differ from predict's by .*; not written"):
+        export(runs["knn"], tmp_path / "model.keras")
+    assert not (tmp_path / "model.keras").exists()
+
+
+def test_bad_names_cannot_be_exported(runs, tmp_path):
     with pytest.raises(FeatpipeError, match=r"must end in \.keras"):
         export(runs["dense"], tmp_path / "model.h5")
     assert not list(tmp_path.iterdir())

@@ -32,6 +32,9 @@ from featpipe.cli.options import (backbone_options, echo_json, json_option, load
 @click.option("--unfreeze-all", is_flag=True, help="Phase 2 trains the whole base (BatchNormalization stays frozen).")
 @click.option("--val-fraction", type=float, help="Carve a stratified validation split from train when there is none.")
 @click.option("--crop-to-aspect-ratio", is_flag=True, help="Centre-crop to the target aspect ratio before resizing.")
+@click.option("--calibration", type=click.Choice(["none", "temperature"]), default="none", show_default=True,
+              help="temperature: fit one temperature on validation after training (Guo et al. 2017), folded into "
+                   "the saved model; metrics record the validation ECE and log loss before and after.")
 @click.option("--runs-dir", default="runs", show_default=True, envvar="FEATPIPE_RUNS_DIR",
               help="Where run directories go (env FEATPIPE_RUNS_DIR).")
 @click.option("--force", is_flag=True, help="Start over even if this run finished (or was interrupted) before.")
@@ -39,7 +42,8 @@ from featpipe.cli.options import (backbone_options, echo_json, json_option, load
 @json_option
 def finetune(data, backbone, weights, image_size, preprocess, precision, seed, augment, pooling, epochs,
              fine_tune_epochs, batch_size, learning_rate, fine_tune_learning_rate, optimizer, unfreeze_top,
-             unfreeze_from, unfreeze_all, val_fraction, crop_to_aspect_ratio, runs_dir, force, quiet, as_json):
+             unfreeze_from, unfreeze_all, val_fraction, crop_to_aspect_ratio, calibration, runs_dir, force, quiet,
+             as_json):
     """Train end to end for comparison: augmentation + frozen base + new head, then fine-tune the base's top.
 
     An interrupted run resumes from its last finished epoch when the same command runs again; a finished
@@ -62,7 +66,7 @@ def finetune(data, backbone, weights, image_size, preprocess, precision, seed, a
         base, augment=augment, pooling=pooling, epochs=epochs, fine_tune_epochs=fine_tune_epochs,
         batch_size=runtime.default_batch_size() if batch_size is None else batch_size, learning_rate=learning_rate,
         fine_tune_learning_rate=fine_tune_learning_rate, optimizer=optimizer, unfreeze=unfreeze,
-        crop_to_aspect_ratio=crop_to_aspect_ratio, precision=precision, seed=seed,
+        crop_to_aspect_ratio=crop_to_aspect_ratio, precision=precision, calibration=calibration, seed=seed,
     )
     result = run_finetune(dataset, tuner, runs_dir, force=force, device=device["device"],
                           verbose=0 if quiet else "auto")

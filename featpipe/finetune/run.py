@@ -83,6 +83,7 @@ def _run_locked(data: ImageFolder, tuner: FineTuner, run_dir: Path, force: bool,
         return _reuse(run_dir)
     clock = time.perf_counter()
     tuner.fit(data, run_dir / CHECKPOINT_DIR, callbacks=callbacks, verbose=verbose)
+    calibration = tuner.calibrate(data)
     fitted = time.perf_counter()
     found = {split: tuner.predictions(data, split) for split in ("validation", "test")}
     metrics = {split: classification_metrics(p.labels, p.proba, list(data.classes)) for split, p in found.items()}
@@ -93,6 +94,9 @@ def _run_locked(data: ImageFolder, tuner: FineTuner, run_dir: Path, force: bool,
         "metric": "val_loss", "best_params": {"phase": tuner.best_["phase"], "epoch": tuner.best_["epoch"] + 1},
         "score": tuner.best_["val_loss"],
     }
+    if calibration is not None:
+        metrics["selection"] = {**(metrics["selection"] or {}), "calibration": "temperature scaling on the "
+                                "validation split, after training", "temperature": calibration}
     metrics["timing"] = _timing(tuner, len(data.splits["train"]), predict_seconds,
                                 setup_seconds=fitted - clock - sum(tuner.phase_seconds_.values()))
     record = _run_info(data, tuner, run_dir.name, device, predictions)

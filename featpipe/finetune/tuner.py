@@ -33,6 +33,7 @@ from featpipe.data import ImageFolder
 from featpipe.errors import FeatpipeError
 from featpipe.finetune.resume import EpochCheckpoint, ResumeState, checkpoint_directory
 from featpipe.heads.base import as_class_probs
+from featpipe.heads.estimators import scale_output_temperature
 from featpipe.metrics import classification_metrics
 from featpipe.model_parts import (
     all_layers, apply_layers, class_probabilities, classifier_layers, compiled_forward, loss_name, make_optimizer,
@@ -80,6 +81,9 @@ class ReplicaAgreedLossScale(keras.optimizers.LossScaleOptimizer):
         return tf.equal(overflowed, 0.0)
 
 
+CALIBRATIONS = ("none", "temperature")
+
+
 class FineTuner:
     """Augmentation + frozen base + new head, then fine-tuning: scikit-learn habits, Keras underneath.
 
@@ -101,7 +105,7 @@ class FineTuner:
                  fine_tune_learning_rate: float = 1e-5, optimizer: str = "rmsprop", unfreeze: str = "top:4",
                  dense_units: int = 256, dropout: float = 0.5, crop_to_aspect_ratio: bool = False,
                  augment_in_model: bool | None = None, precision: str = "auto",
-                 devices: Sequence[str] | None = None, seed: int = 0):
+                 devices: Sequence[str] | None = None, calibration: str = "none", seed: int = 0):
         self.backbone = backbone
         self.augment = augment
         self.pooling = pooling
@@ -118,6 +122,7 @@ class FineTuner:
         self.augment_in_model = augment_in_model
         self.precision = precision
         self.devices = devices
+        self.calibration = calibration
         self.seed = seed
 
     def params(self) -> dict:
@@ -128,6 +133,8 @@ class FineTuner:
             "learning_rate": self.learning_rate, "fine_tune_learning_rate": self.fine_tune_learning_rate,
             "optimizer": self.optimizer, "unfreeze": self.unfreeze, "dense_units": self.dense_units,
             "dropout": self.dropout, "crop_to_aspect_ratio": self.crop_to_aspect_ratio,
+            # Only when used: the run keys of runs from before calibration existed stay the same.
+            **({"calibration": self.calibration} if self.calibration != "none" else {}),
         }
 
     @property
@@ -185,6 +192,8 @@ class FineTuner:
         if self.devices is not None and (isinstance(self.devices, str) or not self.devices
                                          or len(set(self.devices)) != len(self.devices)):
             raise FeatpipeError(f"devices must be a list of distinct device names, got {self.devices!r}")
+        if self.calibration not in CALIBRATIONS:
+            raise FeatpipeError(f"--calibration must be one of {', '.join(CALIBRATIONS)}, got {self.calibration!r}")
         canonical_augment(self.augment)
         runtime.policy_name(self.precision)
         unfreeze_start(self.backbone.model, self.unfreeze)
@@ -315,6 +324,22 @@ class FineTuner:
         self.best_ = {k: progress.best[k] for k in ("phase", "epoch", "val_loss")} if progress.best else None
         self.phase_seconds_ = progress.phase_seconds()
         self.epochs_run_ = len(progress.epochs)
+
+    def calibrate(self, data: ImageFolder) -> dict | None:
+        """With calibration="temperature": temperature scaling (Guo et al. 2017) fitted on the validation
+        split after training, folded into the output layer of `model_` (so the saved model is calibrated);
+        returns what it did (T, validation ECE and log loss before and after). None otherwise."""
+        if self.calibration != "temperature":
+            return None
+        output = self.model_.get_layer("predictions")
+        hidden_model = compiled_forward(keras.Model(self.model_.input, output.input))
+        hidden, labels = [], []
+        for images, batch_labels in self._dataset(data, "validation"):
+            hidden.append(hidden_model(images).numpy())
+            labels.append(batch_labels.numpy())
+        record = scale_output_temperature(output, np.concatenate(hidden), np.concatenate(labels),
+                                          len(data.classes))
+        return {**record, "fitted_on": "validation, after training"}
 
     # --- prediction -------------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ HEADS = {
     "logreg": "featpipe.heads.linear:LogRegHead",
     "linear-svm": "featpipe.heads.linear:LinearSVMHead",
     "svm": "featpipe.heads.svm:SVMHead",
+    "knn": "featpipe.heads.knn:KNNHead",
 }
 
 

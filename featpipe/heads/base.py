@@ -196,6 +196,11 @@ class Head(ClassifierMixin, BaseEstimator, abc.ABC):
     def can_stream(self) -> bool:
         return self.streams
 
+    def seed_independent(self) -> bool:
+        """True when this fitted head would have been the same with any `random_state` (same data, same
+        params): label-efficiency curves then need only one fit on the same rows."""
+        return False
+
     # --- fitting ----------------------------------------------------------------------------------------
 
     def fit(self, X, y, *, X_val=None, y_val=None) -> "Head":

@@ -1,10 +1,13 @@
 """The Deep Learning with Python head: pool or flatten -> standardise -> Dense(256, relu) -> Dropout(0.5) ->
 sigmoid / softmax.
 
-Inputs are standardised by default, with a `keras.layers.Normalization` adapted on the training split (in
-one streamed pass when the features stay on disk): it is part of the saved model, so predict and export
-apply the same statistics. Without it, pooled CNN features whose dimensions differ in scale by orders of
-magnitude leave the head at chance where a standardised linear probe learns. Trained with early stopping on
+Inputs are standardised by default, with statistics computed on the training split the way scikit-learn's
+StandardScaler computes them (in one streamed pass when the features stay on disk) and applied by built-in
+layers (`featpipe.model_parts.standardize_layers`) that divide by the deviation at any scale: they are part
+of the saved model, so predict and export apply the same statistics. Without it, pooled CNN features whose
+dimensions differ in scale by orders of magnitude leave the head at chance where a standardised linear
+probe learns; keras' own Normalization floors the deviation at 1e-7 and left features of ~1e-17 (a
+random-initialised base) at chance too. Trained with early stopping on
 validation loss, keeping the best epoch's weights.
 """
 
@@ -17,15 +20,16 @@ import numpy as np
 
 import keras
 import tensorflow as tf
+from sklearn.preprocessing import StandardScaler
 
 from featpipe.choices import OPTIMIZERS
 from featpipe.errors import FeatpipeError
 from featpipe.heads.base import (
     AT_LEAST_ONE, FRACTION, NON_NEGATIVE, NORMALIZE_CHOICES, POSITIVE, CachedSplit, Head, Param, as_class_probs,
-    store_params,
+    chunks, store_params,
 )
-from featpipe.heads.estimators import VALIDATION_FRACTION
-from featpipe.model_parts import make_optimizer
+from featpipe.heads.estimators import VALIDATION_FRACTION, scale_output_temperature
+from featpipe.model_parts import make_optimizer, standardize_layers
 
 # Rows read from the cache per chunk when streaming; the shuffle buffer when training.
 STREAM_ROWS = 1024
@@ -44,7 +48,7 @@ def feature_dataset(X, y=None, batch_size: int = PREDICT_BATCH, shuffle: bool = 
     if isinstance(X, CachedSplit):
         rng = np.random.default_rng(seed)
 
-        def chunks():
+        def blocks():
             starts = np.arange(0, len(X), STREAM_ROWS)
             starts = rng.permutation(starts) if shuffle else starts
             for start, features in zip(starts, X.blocks(starts, STREAM_ROWS)):
@@ -52,7 +56,7 @@ def feature_dataset(X, y=None, batch_size: int = PREDICT_BATCH, shuffle: bool = 
 
         spec = tf.TensorSpec((None, *X.shape[1:]), tf.float32)
         signature = spec if y is None else (spec, tf.TensorSpec((None,), tf.as_dtype(y.dtype)))
-        dataset = tf.data.Dataset.from_generator(chunks, output_signature=signature).unbatch()
+        dataset = tf.data.Dataset.from_generator(blocks, output_signature=signature).unbatch()
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(X)))  # Keras then knows the steps
     else:
         features = tf.data.Dataset.from_tensor_slices(np.asarray(X, dtype=np.float32))
@@ -73,15 +77,30 @@ def check_model_size(feature_shape: tuple[int, ...], n_classes: int, units: int)
                             f"{needed / 2**30:.1f} GiB to train, over half this machine's memory; lower units")
 
 
-def build_model(feature_shape: tuple[int, ...], n_classes: int, params: dict, train: tf.data.Dataset) -> keras.Model:
+def pooled(features: np.ndarray) -> np.ndarray:
+    """(n, d) float64 as the model's first layer sees them: spatial maps averaged, anything else flattened."""
+    features = np.asarray(features, dtype=np.float64)
+    return features.mean(axis=(1, 2)) if features.ndim == 4 else features.reshape(len(features), -1)
+
+
+def standard_scaler(X) -> StandardScaler:
+    """StandardScaler fitted on the pooled training features (an array or a CachedSplit), in one pass of chunks."""
+    scaler = StandardScaler()
+    for chunk in chunks(X):
+        scaler.partial_fit(pooled(chunk))
+    return scaler
+
+
+def build_model(feature_shape: tuple[int, ...], n_classes: int, params: dict,
+                scaler: StandardScaler | None = None) -> keras.Model:
+    """`scaler`: the training split's statistics, needed when params["normalize"] is "standard"."""
     check_model_size(feature_shape, n_classes, params["units"])
     inputs = keras.Input(feature_shape, name="features")
     pool = keras.layers.GlobalAveragePooling2D() if len(feature_shape) == 3 else keras.layers.Flatten()
     x = pool(inputs)
     if params["normalize"] == "standard":
-        scale = keras.layers.Normalization(name="standardize")
-        scale.adapt(train.map(lambda features, _: pool(features)))
-        x = scale(x)
+        for layer in standardize_layers(scaler.mean_, scaler.scale_):
+            x = layer(x)
     elif params["normalize"] == "l2":
         x = keras.layers.UnitNormalization(name="l2_normalize")(x)
     x = keras.layers.Dense(params["units"], activation="relu")(x)
@@ -113,12 +132,13 @@ class DenseHead(Head):
         "patience": Param(int, rule=NON_NEGATIVE),
         "batch_size": Param(int, rule=AT_LEAST_ONE),
         "normalize": Param(str, choices=NORMALIZE_CHOICES),
+        "calibration": Param(str, choices=("none", "temperature")),
         "validation_fraction": VALIDATION_FRACTION,
     }
 
     def __init__(self, units=(256,), dropout=(0.5,), learning_rate=(1e-3,), optimizer="rmsprop", epochs=30,
-                 patience=5, batch_size=32, normalize="standard", validation_fraction=0.2, random_state=0,
-                 max_memory=None):
+                 patience=5, batch_size=32, normalize="standard", calibration="none", validation_fraction=0.2,
+                 random_state=0, max_memory=None):
         store_params(self, locals())
 
     def _evaluator(self, X, y, X_val, y_val, params):
@@ -126,12 +146,13 @@ class DenseHead(Head):
         dtype = np.float32 if binary else np.int32  # binary cross-entropy wants float targets
         labels, val_labels = y.astype(dtype), y_val.astype(dtype)
         seed = self._seed()
+        scaler = standard_scaler(X) if params["normalize"] == "standard" else None
 
         def evaluate(point):
             keras.utils.set_random_seed(seed)  # each grid point starts from the same seed
             train = feature_dataset(X, labels, point["batch_size"], shuffle=True, seed=seed)
             val = feature_dataset(X_val, val_labels, point["batch_size"])
-            model = build_model(X.shape[1:], len(self.classes_), point, train)
+            model = build_model(X.shape[1:], len(self.classes_), point, scaler)
             stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=point["patience"],
                                                  restore_best_weights=True)
             history = model.fit(train, validation_data=val, epochs=point["epochs"], callbacks=[stop], verbose=0,
@@ -146,6 +167,15 @@ class DenseHead(Head):
         self.history_ = {key: [float(v) for v in values] for key, values in history.items()}
         self.selection_["best_epoch"] = best_epoch
         self.selection_["early_stopping"] = "val_loss, best epoch's weights restored"
+        if self.params["calibration"] == "temperature":
+            self._scale_temperature(X_val, y_val)
+
+    def _scale_temperature(self, X_val, y_val) -> None:
+        """Temperature scaling fitted on validation, folded into the output layer's weights."""
+        output = self.model_.get_layer("probabilities")
+        hidden = keras.Model(self.model_.input, output.input).predict(feature_dataset(X_val), verbose=0)
+        self.selection_["calibration"] = "temperature scaling on the validation split, after selection"
+        self.selection_["temperature"] = scale_output_temperature(output, hidden, y_val, len(self.classes_))
 
     def _predict_proba(self, X) -> np.ndarray:
         return as_class_probs(self.model_.predict(feature_dataset(X), verbose=0))

@@ -36,6 +36,11 @@ def normalize_param() -> Param:
     return Param(str, choices=NORMALIZE_CHOICES)
 
 
+# How a head without probabilities of its own turns decision values into probabilities, fitted on validation.
+CALIBRATION = Param(str, choices=("platt", "temperature"))
+CALIBRATION_METHODS = {"platt": "sigmoid", "temperature": "temperature"}
+
+
 def as_matrix(X) -> np.ndarray:
     """(n, d) float64; spatial maps / token sequences (pooling none) are averaged, as --pooling avg would.
 
@@ -81,32 +86,57 @@ class Decisions(ClassifierMixin, BaseEstimator):
         return (X[:, 0] > 0).astype(int) if X.shape[1] == 1 else X.argmax(axis=1)
 
 
+def fit_calibrator(decisions: np.ndarray, y: np.ndarray, n_classes: int, method: str) -> CalibratedClassifierCV:
+    """CalibratedClassifierCV fitted on decision values already computed ((n, 1) for two classes, else (n, k))."""
+    # The frozen passthrough is never refitted, so one "fold" holding every row is the whole calibration set
+    # (the default 5 folds would only fail on small classes).
+    rows = np.arange(len(y))
+    return CalibratedClassifierCV(FrozenEstimator(Decisions(n_classes).fit()), method=method,
+                                  cv=[(rows, rows)]).fit(decisions, y)
+
+
+def fitted_temperature(calibrator: CalibratedClassifierCV) -> float:
+    """T of softmax(logits / T) from a method="temperature" calibrator (scikit-learn stores beta = 1 / T)."""
+    (fitted,) = calibrator.calibrated_classifiers_
+    return 1.0 / float(fitted.calibrators[0].beta_)
+
+
+def scale_output_temperature(layer, hidden: np.ndarray, y: np.ndarray, n_classes: int) -> dict:
+    """Temperature scaling (Guo et al. 2017) of a Keras sigmoid / softmax Dense output `layer`, fitted on the
+    validation rows whose inputs to the layer are `hidden`: the layer's weights are divided by T, so
+    sigmoid(z / T) / softmax(z / T) is what the model computes from then on (saved, predicted, exported).
+    Returns `temperature_record`'s dict."""
+    kernel, bias = layer.get_weights()
+    logits = np.asarray(hidden, dtype=np.float64) @ kernel + bias
+    # One sigmoid logit z is the pair (0, z) ~ (-z/2, z/2), which scikit-learn reads as the decision f = z/2.
+    decisions = logits / 2 if logits.shape[1] == 1 else logits
+    temperature = fitted_temperature(fit_calibrator(decisions, y, n_classes, "temperature"))
+    layer.set_weights([kernel / temperature, bias / temperature])
+    scaled = decisions / temperature
+    logits_pair = np.hstack([-scaled, scaled]) if scaled.shape[1] == 1 else scaled
+    after = np.exp(logits_pair - logits_pair.max(axis=1, keepdims=True))
+    return temperature_record(temperature, y, decisions, after / after.sum(axis=1, keepdims=True))
+
+
 class PlattScaled:
-    """A fitted classifier plus per-class sigmoids (Platt scaling) fitted on validation decision values.
+    """A fitted classifier plus a calibration fitted on validation decision values: per-class sigmoids
+    (Platt scaling, `method="sigmoid"`) or one temperature for the softmax of the decision values
+    (`method="temperature"`, Guo et al. 2017; two classes' decision f is the logit pair (-f, f)).
 
-    A sigmoid needs both outcomes of its class in the calibration set, and on a few rows it can come out
-    decreasing, which would invert the model (every prediction flipped). Then no sigmoid is fitted: the
-    probabilities are the logistic of the decision values (the same ranking and predictions as the model,
-    not calibrated), and `fallback` says why.
-    """
+    A calibration needs both outcomes of each class in the validation rows, and on a few rows it can come out
+    decreasing, which would invert the model (every prediction flipped). Then none is kept: the probabilities are
+    the logistic of the decision values (the same ranking and predictions as the model, not calibrated), and
+    `fallback` says why."""
 
-    def __init__(self, model, X_val, y_val: np.ndarray, n_classes: int):
+    def __init__(self, model, X_val, y_val: np.ndarray, n_classes: int, method: str = "sigmoid"):
         self.model = model
-        values = decision_values(model, X_val)
         self.fallback = _uncalibratable(y_val, n_classes)
         self.calibrator = None
         if self.fallback is None:
-            # The frozen passthrough is never refitted, so one "fold" holding every validation row is the whole
-            # calibration set (the default 5 folds would only fail on small classes).
-            rows = np.arange(len(y_val))
-            calibrator = CalibratedClassifierCV(FrozenEstimator(Decisions(n_classes).fit()), method="sigmoid",
-                                                cv=[(rows, rows)]).fit(values, y_val)
-            slopes = [c.a_ for c in calibrator.calibrated_classifiers_[0].calibrators]
-            if all(a < 0 for a in slopes):  # p = 1 / (1 + exp(a f + b)) rises with f only when a < 0
+            calibrator = fit_calibrator(decision_values(model, X_val), y_val, n_classes, method)
+            self.fallback = _inverting(calibrator, method, len(y_val))
+            if self.fallback is None:
                 self.calibrator = calibrator
-            else:
-                self.fallback = (f"the sigmoid fitted on {len(y_val)} validation rows would invert the model "
-                                 f"(slope {max(slopes):.3g} >= 0)")
 
     def predict_proba(self, X) -> np.ndarray:
         values = decision_values(self.model, X)
@@ -116,13 +146,25 @@ class PlattScaled:
 
 
 def _uncalibratable(y_val: np.ndarray, n_classes: int) -> str | None:
-    """Why Platt scaling cannot be fitted on these validation labels (a class with no row, or every row), or None."""
+    """Why a calibration cannot be fitted on these validation labels (a class with no row, or every row), or None."""
     counts = np.bincount(y_val, minlength=n_classes)
     if np.count_nonzero(counts) < 2:
-        return f"the validation split has {len(y_val)} rows of one class: a sigmoid needs both outcomes"
+        return f"the validation split has {len(y_val)} rows of one class: a calibration needs both outcomes"
     if n_classes > 2 and counts.min() == 0:
-        return f"class {int(np.argmin(counts))} has no validation row: its sigmoid needs both outcomes"
+        return f"class {int(np.argmin(counts))} has no validation row: its calibration needs both outcomes"
     return None
+
+
+def _inverting(calibrator: CalibratedClassifierCV, method: str, rows: int) -> str | None:
+    """Why a fitted calibration would invert the model (a sigmoid or a temperature that falls with the decision
+    value, as a few validation rows can give), or None."""
+    if method == "temperature":
+        temperature = fitted_temperature(calibrator)
+        return None if temperature > 0 else f"the temperature fitted on {rows} validation rows is {temperature:.3g} <= 0"
+    slopes = [c.a_ for c in calibrator.calibrated_classifiers_[0].calibrators]
+    if all(a < 0 for a in slopes):  # p = 1 / (1 + exp(a f + b)) rises with f only when a < 0
+        return None
+    return f"the sigmoid fitted on {rows} validation rows would invert the model (slope {max(slopes):.3g} >= 0)"
 
 
 def logistic_proba(values: np.ndarray) -> np.ndarray:
@@ -133,6 +175,29 @@ def logistic_proba(values: np.ndarray) -> np.ndarray:
         return np.hstack([1 - p, p])
     total = p.sum(axis=1, keepdims=True)
     return np.divide(p, total, out=np.full_like(p, 1 / p.shape[1]), where=total > 0)
+
+
+def temperature_record(temperature: float, y_val: np.ndarray, decisions: np.ndarray, calibrated: np.ndarray) -> dict:
+    """What temperature scaling did on validation: the temperature, and ECE / log loss before and after.
+
+    "Before" reads the decision values as logits at temperature 1 (softmax; a two-class decision f as the
+    logits (-f, f)), the probabilities the scores would give uncalibrated."""
+    from scipy.special import softmax
+    from sklearn.metrics import log_loss
+
+    from featpipe.metrics import calibration
+
+    logits = np.hstack([-decisions, decisions]) if decisions.shape[1] == 1 else decisions
+    before = softmax(logits, axis=1)
+    labels = np.arange(calibrated.shape[1])
+    return {
+        "method": "temperature scaling (Guo et al. 2017), fitted on validation by log loss",
+        "temperature": temperature,
+        "validation_ece_before": calibration(y_val, before)["ece"],
+        "validation_ece_after": calibration(y_val, calibrated)["ece"],
+        "validation_log_loss_before": float(log_loss(y_val, np.clip(before, 1e-15, 1), labels=labels)),
+        "validation_log_loss_after": float(log_loss(y_val, np.clip(calibrated, 1e-15, 1), labels=labels)),
+    }
 
 
 class SklearnHead(Head):
@@ -183,12 +248,18 @@ class SklearnHead(Head):
 
     def _adopt(self, best, X_val, y_val) -> None:
         if self.calibrated:
-            best = PlattScaled(best, X_val, y_val, len(self.classes_))
+            method = self.params["calibration"]
+            best = PlattScaled(best, X_val, y_val, len(self.classes_), CALIBRATION_METHODS[method])
+            described = {"platt": "sigmoid (Platt)", "temperature": "temperature scaling of the decision values"}
             if best.fallback is None:
-                self.selection_["calibration"] = "sigmoid (Platt) on the validation split, after selection"
+                self.selection_["calibration"] = f"{described[method]} on the validation split, after selection"
             else:
                 self.selection_["calibration"] = f"none: logistic of the decision values ({best.fallback})"
                 log.warning("%s: probabilities not calibrated: %s", self.name, best.fallback)
+            if method == "temperature" and best.fallback is None:
+                self.selection_["temperature"] = temperature_record(
+                    fitted_temperature(best.calibrator), y_val, decision_values(best.model, X_val),
+                    best.predict_proba(X_val))
         self.model_ = best
         if self.calibrated:
             # Calibration can change the predicted class (one-vs-rest sigmoids): the model kept is scored again.

@@ -16,7 +16,7 @@ from sklearn.svm import LinearSVC
 
 from featpipe.heads.base import AT_LEAST_ONE, POSITIVE, CachedSplit, InvalidInput, Param, format_bytes, store_params
 from featpipe.heads.estimators import (
-    LOG_C_GRID, VALIDATION_FRACTION, SklearnHead, c_param, matrix_bytes, normalize_param,
+    CALIBRATION, LOG_C_GRID, VALIDATION_FRACTION, SklearnHead, c_param, matrix_bytes, normalize_param,
 )
 from featpipe.heads.streaming import sgd_evaluator
 
@@ -87,6 +87,10 @@ class LogRegHead(LinearHead):
                  validation_fraction=0.2, random_state=0, max_memory=None):
         store_params(self, locals())
 
+    def seed_independent(self) -> bool:
+        # lbfgs is deterministic; SGD shuffles by the seed. The hold-out without X_val is seeded too.
+        return self.solver_["solver"] == "lbfgs" and self.selection_["validation"]["source"] == "given"
+
     def _classifier(self, params: dict):
         return LogisticRegression(C=params["C"], max_iter=params["max_iter"], tol=params["tol"],
                                   random_state=self._seed())
@@ -110,7 +114,7 @@ class LogRegHead(LinearHead):
 
 class LinearSVMHead(LinearHead):
     """StandardScaler + LinearSVC (one-vs-rest, squared hinge), or squared-hinge SGD when streaming;
-    probabilities by Platt scaling on validation.
+    probabilities by Platt scaling on validation (or, with calibration=temperature, one temperature).
 
     The grid stops at C=1: on standardised wide features larger C only overfits, and the dual
     coordinate-descent solver slows down as C grows. tol 1e-3 (scikit-learn's default is 1e-4, liblinear's
@@ -121,10 +125,11 @@ class LinearSVMHead(LinearHead):
     calibrated = True
     exact_solver = "liblinear"
     sgd_loss = "squared_hinge"
-    PARAMS = LinearHead.linear_params("liblinear")
+    PARAMS = {**LinearHead.linear_params("liblinear"), "calibration": CALIBRATION}
 
     def __init__(self, C=(1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0), max_iter=1000, tol=1e-3, normalize="standard",
-                 solver="auto", epochs=10, validation_fraction=0.2, random_state=0, max_memory=None):
+                 solver="auto", epochs=10, calibration="platt", validation_fraction=0.2, random_state=0,
+                 max_memory=None):
         store_params(self, locals())
 
     def _classifier(self, params: dict):

@@ -23,7 +23,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC
 
 from featpipe.heads.base import AT_LEAST_ONE, POSITIVE, InvalidInput, Param, format_bytes, format_seconds, store_params
-from featpipe.heads.estimators import VALIDATION_FRACTION, SklearnHead, c_param, matrix_bytes, normalize_param
+from featpipe.heads.estimators import CALIBRATION, VALIDATION_FRACTION, SklearnHead, c_param, matrix_bytes, normalize_param
 from featpipe.heads.streaming import train_sgd
 
 # Training rows past which "auto" approximates: the exact kernel alone is ~3 GiB and minutes per C at 20k.
@@ -90,7 +90,7 @@ def nystroem_bytes(n: int, n_val: int, components: int) -> int:
 
 class SVMHead(SklearnHead):
     """StandardScaler + RBF SVM (one-vs-one; exact, or Nystroem + linear SVM at scale);
-    probabilities by Platt scaling on validation."""
+    probabilities by Platt scaling on validation (or, with calibration=temperature, one temperature)."""
 
     name = "svm"
     calibrated = True
@@ -102,12 +102,13 @@ class SVMHead(SklearnHead):
         "n_components": Param(int, rule=AT_LEAST_ONE),
         "max_exact_rows": Param(int, rule=AT_LEAST_ONE),
         "epochs": Param(int, rule=AT_LEAST_ONE),
+        "calibration": CALIBRATION,
         "validation_fraction": VALIDATION_FRACTION,
     }
 
     def __init__(self, C=(0.1, 1.0, 10.0, 100.0), gamma=("scale",), normalize="standard", kernel="auto",
-                 n_components=1000, max_exact_rows=MAX_EXACT_ROWS, epochs=10, validation_fraction=0.2,
-                 random_state=0, max_memory=None):
+                 n_components=1000, max_exact_rows=MAX_EXACT_ROWS, epochs=10, calibration="platt",
+                 validation_fraction=0.2, random_state=0, max_memory=None):
         store_params(self, locals())
 
     def _kernel_choice(self, params: dict, n: int, n_val: int, features: int) -> dict:
@@ -173,6 +174,10 @@ class SVMHead(SklearnHead):
             return Pipeline([("nystroem", mapping), ("classify", classifier)]), classifier.predict(Z_val)
 
         return fit
+
+    def seed_independent(self) -> bool:
+        # libsvm on a precomputed kernel without probability estimates draws nothing; Nystroem and SGD do.
+        return self.kernel_["method"] == "exact" and self.selection_["validation"]["source"] == "given"
 
     def _adopt(self, best, X_val, y_val) -> None:
         super()._adopt(best, X_val, y_val)
