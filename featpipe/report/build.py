@@ -6,11 +6,12 @@ import os
 from pathlib import Path
 
 from featpipe import atomic
+from featpipe.curve import curves_for_report, plot_curve
 from featpipe.errors import FeatpipeError
 from featpipe.report.collect import collect_runs, write_csv
 from featpipe.report.gallery import BEST_RUN_MISTAKES, RUN_MISTAKES, mistakes_gallery
-from featpipe.report.labels import shared_facts
-from featpipe.report.plots import DETAILED_RUNS, write_plots
+from featpipe.report.labels import shared_facts, short_backbone
+from featpipe.report.plots import DETAILED_RUNS, Plot, write_plots
 from featpipe.report.render import build_document, to_html, to_markdown
 from featpipe.report.verdict import make_verdicts
 from featpipe.runs import write_json
@@ -41,6 +42,7 @@ def write_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, 
     rows = [run["row"] for run in runs]
     verdicts = make_verdicts(runs)
     plots = write_plots(runs, out_dir / "plots", smooth=smooth)
+    curves = report_curves(runs, out_dir / "plots")
     paths = {
         "html": out_dir / "report.html",
         "markdown": out_dir / "report.md",
@@ -50,14 +52,37 @@ def write_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, 
     write_json(paths["summary_json"], {
         "title": title, "notes": notes, "verdict": verdicts[0] if len(verdicts) == 1 else None,
         "verdicts": verdicts, "runs": rows, "skipped": skipped,
+        "curves": [{key: curve[key] for key in ("cache", "cache_key", "title", "points", "summary", "protocol")}
+                   for curve in curves],
     })
     write_csv(rows, paths["summary_csv"])
     galleries = _galleries(runs, verdicts)
     blocks = build_document(title, notes, runs, verdicts, skipped, plots, galleries,
-                            shared_facts([run["run"] for run in runs]))
+                            shared_facts([run["run"] for run in runs]), curves)
     atomic.write_text(paths["html"], to_html(blocks, title))
     atomic.write_text(paths["markdown"], to_markdown(blocks, out_dir))
-    return {**paths, "plots": [p.path for p in plots]}
+    return {**paths, "plots": [p.path for p in plots] + [curve["plot"].path for curve in curves]}
+
+
+def report_curves(runs: list[dict], plot_dir: Path) -> list[dict]:
+    """The label-efficiency curves (`featpipe curve`) of the caches the reported runs were trained on: those
+    saved beside the runs (``<runs dir>/curves/<cache file stem>/``), each redrawn into the report's plots under
+    a title a person reads (the base's short name, as in the run labels), as curves_for_report's dicts plus
+    "title" and "plot"."""
+    stems: dict[Path, dict[str, str]] = {}  # runs dir -> {cache stem: backbone}
+    for run in runs:
+        cache = run["run"].get("cache") or {}
+        if cache.get("path"):
+            where = stems.setdefault(Path(run["row"]["run_dir"]).parent, {})
+            where[Path(cache["path"]).stem] = short_backbone(run["run"].get("backbone"))
+    curves = []
+    for runs_dir, backbones in stems.items():
+        for curve in curves_for_report(runs_dir, sorted(backbones)):
+            title = f"{backbones[curve['cache']]} ({curve['cache'][-8:]})"
+            path = plot_dir / f"curve_{len(curves) + 1}.png"
+            plot_curve(curve["points"], path, title)
+            curves.append({**curve, "title": title, "plot": Plot(f"Label efficiency: {title}", path, kind="curve")})
+    return curves
 
 
 def _galleries(runs: list[dict], verdicts: list[dict]) -> dict:

@@ -107,10 +107,12 @@ PROTOCOL = (
 
 
 def build_document(title: str, notes: list[str], runs: list[dict], verdicts: list[dict], skipped: list[dict],
-                   plots: list[Plot], galleries: dict[str, Gallery], shared: list[str]) -> list:
+                   plots: list[Plot], galleries: dict[str, Gallery], shared: list[str],
+                   curves: list[dict] = ()) -> list:
     """The report's blocks: verdict, summary table, mistakes, plots, each run's details, skipped runs.
 
     `galleries`: {run name: Gallery} for the runs that get one (the best of each dataset among them).
+    `curves`: label-efficiency curves (build.report_curves), each with its sentences and plot.
     """
     several = len(verdicts) > 1
     by_dataset = {v["dataset_key"]: v for v in verdicts}
@@ -143,7 +145,13 @@ def build_document(title: str, notes: list[str], runs: list[dict], verdicts: lis
     blocks.append(Section(mistakes, "errors"))
     blocks.append(Heading("Plots", 2, "plots"))
     blocks += [Image(p) for p in plots if p.run_dir is None and p.kind != "reliability"]
-    # Label-efficiency curves (featpipe curve) get a section of their own here, after the plots.
+    if curves:
+        blocks.append(Heading("Label efficiency", 2, "curves"))
+        blocks.append(Paragraph("Test accuracy of heads trained on k labelled images per class (featpipe curve): "
+                                "the mean over seeded stratified draws, with a 95% t-interval over the draws."))
+        for curve in curves:
+            blocks += [Items([f"{curve['title']}: {line}" for line in curve["summary"]], "curve-summary"),
+                       Image(curve["plot"])]
     blocks.append(Heading("Runs", 2, "runs"))
     blocks.append(Paragraph("Each run's details open on a click: where it came from, its metrics per split and "
                             "per class, and, for the best runs of each dataset, its figures and mistakes."))
