@@ -22,7 +22,6 @@ import numpy as np
 
 from featpipe.choices import SPLITS
 from featpipe.errors import FeatpipeError
-from featpipe.provenance import sha256_file
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif"})
 

@@ -209,6 +209,7 @@ def test_extract_and_predict_skip_hostile_files_and_record_why(tmp_path, tiny_mo
     assert predicted.exit_code == 0, predicted.output
     import csv
 
-    rows = {r["path"].rsplit("/", 1)[1]: r for r in csv.DictReader(open(out))}
+    with open(out, newline="") as f:
+        rows = {r["path"].rsplit("/", 1)[1]: r for r in csv.DictReader(f)}
     assert rows["bomb.png"]["error"].startswith("image claims") and rows["fifo.jpg"]["error"].endswith("FIFO")
     assert rows["outside.jpg"]["predicted_class"] in ("cat", "dog") and not rows["outside.jpg"]["error"]
