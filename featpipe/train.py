@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import clone
 
+from featpipe.choices import SPLITS
 from featpipe.data import load_image_folder
 from featpipe.errors import FeatpipeError
 from featpipe.heads.base import CachedSplit, Head, default_max_memory, format_bytes
@@ -30,7 +31,6 @@ from featpipe.runs import (RUN_FILE, RunRecord, finish_run, is_complete, load_ru
                            verified_model_file)
 from featpipe.store import FeatureCache
 
-SPLITS = ("train", "validation", "test")
 _SIZE = re.compile(r"(\d+(?:\.\d*)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
 
 

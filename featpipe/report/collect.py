@@ -7,7 +7,7 @@ from pathlib import Path
 
 from featpipe import csvfile
 from featpipe.errors import FeatpipeError
-from featpipe.runs import METRICS_FILE, RUN_FILE, find_runs, load_run, read_json, verified_model_file
+from featpipe.runs import METRICS_FILE, RUN_FILE, find_runs, load_run, read_run_file, verified_model_file
 
 # The summary's columns, in the order of summary.csv.
 COLUMNS = (
@@ -57,7 +57,7 @@ def _skip(run_dir: Path, reason: str) -> dict:
 
 def _run_name(run_dir: Path) -> str | None:
     try:
-        info = read_json(run_dir / RUN_FILE)
+        info = read_run_file(run_dir)
     except FeatpipeError:
         return None
     return info.get("name") if isinstance(info, dict) else None
@@ -68,16 +68,16 @@ def _unfinished_reason(run_dir: Path) -> str:
     if not path.is_file():
         return f"no {RUN_FILE}: the run did not finish"
     try:
-        info = read_json(path)
+        info = read_run_file(run_dir)
     except FeatpipeError as e:
         return str(e)
-    status = info.get("status") if isinstance(info, dict) else None
+    status = info.get("status")
     return f"{RUN_FILE} status is {status!r}, not 'complete'"
 
 
 def summary_row(loaded: dict) -> dict:
     """One summary row; numbers are taken verbatim from metrics.json so they agree exactly."""
-    info, metrics = loaded["run"], loaded["metrics"]
+    record, metrics = loaded["record"], loaded["metrics"]
     try:
         val, test, timing = metrics["validation"], metrics["test"], metrics["timing"]
         val_accuracy, test_accuracy, total_seconds = val["accuracy"], test["accuracy"], timing["total_seconds"]
@@ -87,14 +87,14 @@ def summary_row(loaded: dict) -> dict:
         raise FeatpipeError(f"{loaded['dir']}: {METRICS_FILE} has no numeric accuracies or total_seconds")
     return {
         "rank": None,
-        "name": info.get("name", Path(loaded["dir"]).name),
-        "backbone": info.get("backbone"),
-        "head": info.get("head"),
-        "path": info.get("path"),
-        "kind": info.get("kind"),
-        "weights": info.get("weights"),
-        "pretrained": info.get("pretrained"),
-        "image_size": info.get("image_size"),
+        "name": record.name,
+        "backbone": record.backbone,
+        "head": record.head,
+        "path": record.path,
+        "kind": record.kind,
+        "weights": record.weights,
+        "pretrained": record.pretrained,
+        "image_size": record.image_size,
         "val_accuracy": val_accuracy,
         "test_accuracy": test_accuracy,
         "test_balanced_accuracy": test.get("balanced_accuracy"),
