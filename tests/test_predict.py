@@ -1,4 +1,4 @@
-"""featpipe.predict: classify image files with a finished run; export a run as one Keras model."""
+"""featpipe.prediction: classify image files with a finished run; export a run as one Keras model."""
 
 import csv
 import os
@@ -12,7 +12,7 @@ from featpipe.errors import FeatpipeError
 from featpipe.heads import load_head, make_head
 from featpipe.pipeline import indexed_images
 from featpipe.preprocessing import preprocessing_config
-from featpipe.predict import export, image_files, predict
+from featpipe.prediction import export, image_files, predict
 from featpipe.runs import RunRecord, finish_run, load_run, save_model_files, write_json
 from featpipe.store import FeatureCache
 from featpipe.train import open_for_training, train_head

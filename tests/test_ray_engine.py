@@ -14,7 +14,7 @@ from featpipe.backbones import load_backbone
 from featpipe.cli import main
 from featpipe.data import load_image_folder
 from featpipe.errors import FeatpipeError
-from featpipe.extract import extract
+from featpipe.extraction import extract
 from featpipe.ray_engine import ActorShape, RayEngine, import_ray, plan_actors
 from test_extract import assert_same_cache
 

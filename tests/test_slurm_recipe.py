@@ -14,7 +14,7 @@ import pytest
 from conftest import make_dataset
 from featpipe.backbones import load_backbone
 from featpipe.data import load_image_folder
-from featpipe.extract import extract
+from featpipe.extraction import extract
 from featpipe.parts import shard_parts
 from featpipe.workdir import WorkDir
 from test_extract import assert_same_cache

@@ -64,7 +64,7 @@ def predict(run_dir, inputs, output, batch_size, as_json):
     Writes one CSV row per image: path, predicted class, a probability per class; unreadable images get
     a row with the reason in the error column.
     """
-    from featpipe.predict import predict as run_predict
+    from featpipe.prediction import predict as run_predict
 
     result = run_predict(run_dir, list(inputs), output, batch_size=batch_size)
     click.echo(f"wrote {result.rows} rows to {result.output} ({result.errors} unreadable)", err=as_json)
@@ -78,7 +78,7 @@ def predict(run_dir, inputs, output, batch_size, as_json):
 def export(run_dir, output):
     """Write a dense-head (or fine-tuned) RUN_DIR as ONE Keras model OUTPUT (.keras): 0-255 RGB image in,
     class probabilities out, preprocessing and frozen base included."""
-    from featpipe.predict import export as run_export
+    from featpipe.prediction import export as run_export
 
     click.echo(f"exported {run_export(run_dir, output)}")
 
