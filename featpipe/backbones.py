@@ -19,7 +19,7 @@ from pathlib import Path
 import keras
 
 from featpipe.choices import WEIGHTS_CHOICES
-from featpipe.errors import FeatpipeError
+from featpipe.errors import ArgumentError, FeatpipeError
 from featpipe.preprocessing import preprocessing_config, preprocessing_layer
 from featpipe.provenance import dir_digest, file_digest
 
@@ -133,7 +133,7 @@ def load_backbone(
     if weights == "none":
         keras.utils.set_random_seed(seed)  # random init must be reproducible to be cacheable
     if weights not in WEIGHTS_CHOICES and not os.path.exists(weights):
-        raise FeatpipeError(f"--weights must be imagenet, none or an existing file, got {weights!r}")
+        raise ArgumentError(f"{{weights}} must be imagenet, none or an existing file, got {weights!r}", "weights")
     size = _size_pair(image_size)
     spec = _absolute(spec)
     backbone = _resolve(spec)(spec, weights, size)

@@ -19,7 +19,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass
 
-from featpipe.errors import FeatpipeError
+from featpipe.errors import ArgumentError, FeatpipeError
 from featpipe.parts import Part
 from featpipe.progress import Progress
 from featpipe.workdir import WorkDir
@@ -38,7 +38,7 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise FeatpipeError(f"the Ray engine needs Ray, which is not installed: {INSTALL_HINT}") from None
+        raise ArgumentError(f"{{engine}} ray needs Ray, which is not installed: {INSTALL_HINT}", "engine") from None
     return ray
 
 

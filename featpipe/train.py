@@ -24,7 +24,7 @@ from sklearn.base import clone
 
 from featpipe.choices import SPLITS
 from featpipe.data import load_image_folder
-from featpipe.errors import FeatpipeError
+from featpipe.errors import ArgumentError, FeatpipeError
 from featpipe.heads.base import CachedSplit, Head, default_max_memory, format_bytes
 from featpipe.metrics import classification_metrics
 from featpipe.runs import (RUN_FILE, RunRecord, finish_run, is_complete, load_run, save_model_files, timing,
@@ -155,11 +155,11 @@ def _features(cache: FeatureCache, head: Head, max_memory: int) -> tuple[dict, b
         return {split: cache.features(split) for split in SPLITS}, False
     if head.can_stream():
         return {split: CachedSplit.of(cache, split) for split in SPLITS}, True
-    raise FeatpipeError(
+    raise ArgumentError(
         f"head {head.name} needs the features in memory: about {format_bytes(needed)} for train + validation + "
-        f"test, over --max-memory {format_bytes(max_memory)}; raise --max-memory, use --head logreg, linear-svm "
-        "or dense (they stream from the cache), or re-extract smaller features (--pooling avg, --dtype float16)"
-    )
+        f"test, over {{max_memory}} {format_bytes(max_memory)}; raise {{max_memory}}, use {{head}} logreg, "
+        "linear-svm or dense (they stream from the cache), or re-extract smaller features ({pooling} avg, "
+        "{dtype} float16)", "max_memory", "head", "pooling", "dtype")
 
 
 def _check_classes(cache: FeatureCache, train_labels: np.ndarray) -> None:

@@ -109,7 +109,7 @@ def test_preprocess_override_and_bad_inputs(tiny_model_file, tmp_path):
     assert load_backbone(tiny_model_file, preprocess="caffe").preprocessing["bgr"] is True
     with pytest.raises(FeatpipeError, match="no such model file"):
         load_backbone(str(tmp_path / "missing" / "model.keras"))
-    with pytest.raises(FeatpipeError, match="--weights must be"):
+    with pytest.raises(FeatpipeError, match="^weights must be"):
         load_backbone(tiny_model_file, weights="imagenet21k")
     with pytest.raises(FeatpipeError, match="takes 32x32 images only, not 24x24"):
         load_backbone(tiny_model_file, image_size=24)

@@ -72,7 +72,7 @@ def test_the_command_leaves_the_dtype_policy_as_it_found_it(tmp_path, dataset, t
 
 @pytest.mark.parametrize("extra, message", [
     (["--unfreeze-from", "conv9"], "the base has no layer 'conv9'"),
-    (["--unfreeze-top", "99"], "--unfreeze-top must be between 1 and 5"),
+    (["--unfreeze-top", "99"], "unfreeze top:N must have N between 1 and 5"),
     (["--unfreeze-top", "2", "--unfreeze-all"], "use only one of"),
     (["--epochs", "-1"], "--epochs must be 0 or more"),
     (["--augment", "flip,warp=1"], "unknown augmentation 'warp'"),

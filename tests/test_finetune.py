@@ -193,12 +193,12 @@ def test_unfreeze_specs_resolve_to_a_layer_index(tiny_model_file):
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"epochs": -1}, "--epochs must be 0 or more"),
+    ({"epochs": -1}, "^epochs must be 0 or more"),  # Python callers read argument names
     ({"epochs": 0, "fine_tune_epochs": 0}, "nothing to train"),
-    ({"optimizer": "sgd"}, "--optimizer must be one of"),
+    ({"optimizer": "sgd"}, "^optimizer must be one of"),
     ({"fine_tune_learning_rate": 0}, "must be positive"),
     ({"augment": "flip,blur=2"}, "unknown augmentation 'blur'"),
-    ({"unfreeze": "top:0"}, "--unfreeze-top must be between"),
+    ({"unfreeze": "top:0"}, "^unfreeze top:N must have N between"),
 ])
 def test_bad_options_are_clear_errors(tiny_model_file, params, message):
     with pytest.raises(FeatpipeError, match=message):

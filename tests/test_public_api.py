@@ -29,7 +29,7 @@ def test_extract_and_predict_are_plain_functions_of_the_package(name, module):
 
 def test_calling_featpipe_extract_extracts(tmp_path, dataset, tiny_model_file):
     backbone = featpipe.load_backbone(tiny_model_file, weights="none")
-    result = featpipe.extraction(featpipe.load_image_folder(dataset), backbone, tmp_path / "cache", progress=False)
+    result = featpipe.extract(featpipe.load_image_folder(dataset), backbone, tmp_path / "cache", progress=False)
     assert result.path.is_file() and result.rows == {"train": 12, "validation": 6, "test": 6}
 
 

@@ -95,15 +95,16 @@ class _Group(click.Group):
 
 
     def _flag_of(self, argument: str) -> str:
-        """The command-line flag of a library argument (`epochs` -> `--epochs`): the option of that name in
-        any command (commands name one argument alike), else the argument itself."""
+        """The command-line flag of a library argument (`max_memory` -> `--max-memory`, `head` -> `--head`):
+        the option of that name or flag in any command (commands name one argument alike), else the argument."""
+        flag = f"--{argument.replace('_', '-')}"
         commands = list(self.commands.values())
         while commands:
             command = commands.pop()
             commands += list(getattr(command, "commands", {}).values())
             for param in command.params:
-                if isinstance(param, click.Option) and param.name == argument:
-                    return max(param.opts, key=len)
+                if isinstance(param, click.Option) and (flag in param.opts or param.name == argument):
+                    return flag if flag in param.opts else max(param.opts, key=len)
         return argument
 
 
