@@ -243,21 +243,21 @@ def extract(
     """
     start = time.perf_counter()
     engine = engine or InProcessEngine()
-    job = plan_extraction(data, backbone, cache_dir, splits=splits, pooling=pooling, dtype=dtype,
-                          batch_size=batch_size, compression=compression,
-                          crop_to_aspect_ratio=crop_to_aspect_ratio, content_hash=content_hash,
-                          precision=precision, on_gpu=engine.gpus)
-    final, workdir = job.final_path, job.workdir
+    extraction = plan_extraction(data, backbone, cache_dir, splits=splits, pooling=pooling, dtype=dtype,
+                                 batch_size=batch_size, compression=compression,
+                                 crop_to_aspect_ratio=crop_to_aspect_ratio, content_hash=content_hash,
+                                 precision=precision, on_gpu=engine.gpus)
+    final, workdir = extraction.final_path, extraction.workdir
     if final.exists():
         return _result(final, cached=True)
     with workdir.lock():
         if final.exists():  # another process finished it while we were starting
             return _result(final, cached=True)
-        workdir.open(job.manifest(engine.describe(), engine.workers(), None, part_rows))
+        workdir.open(extraction.manifest(engine.describe(), engine.workers(), None, part_rows))
         todo = workdir.missing(workdir.plan())
         stats = {}
         if todo:
-            stats = engine.run(job, todo, progress=progress, setup_seconds=time.perf_counter() - start)
+            stats = engine.run(extraction, todo, progress=progress, setup_seconds=time.perf_counter() - start)
         start = time.perf_counter()
         assemble(workdir)
         stats["assemble_seconds"] = time.perf_counter() - start
@@ -291,21 +291,22 @@ def extract_shard(
         raise ArgumentError(f"{{shard}} must be K/N with 0 <= K < N, got {k}/{n}", "shard")
     start = time.perf_counter()
     engine = InProcessEngine()
-    job = plan_extraction(data, backbone, cache_dir, splits=splits, pooling=pooling, dtype=dtype,
-                          batch_size=batch_size, compression=compression,
-                          crop_to_aspect_ratio=crop_to_aspect_ratio, content_hash=content_hash,
-                          precision=precision, on_gpu=engine.gpus)
-    final, workdir = job.final_path, job.workdir
+    extraction = plan_extraction(data, backbone, cache_dir, splits=splits, pooling=pooling, dtype=dtype,
+                                 batch_size=batch_size, compression=compression,
+                                 crop_to_aspect_ratio=crop_to_aspect_ratio, content_hash=content_hash,
+                                 precision=precision, on_gpu=engine.gpus)
+    final, workdir = extraction.final_path, extraction.workdir
     if final.exists():
-        return ShardResult(final, job.key, shard, 0, 0, [], cached=True)
+        return ShardResult(final, extraction.key, shard, 0, 0, [], cached=True)
     with workdir.lock(shard=shard):
-        workdir.open(job.manifest(engine.describe(), 1, n, part_rows))
+        workdir.open(extraction.manifest(engine.describe(), 1, n, part_rows))
         plan = workdir.plan()
         todo = workdir.missing(shard_parts(plan, k, n))
         if todo:
-            run_parts(job, todo, progress=progress, label=f"shard {k}/{n} ", setup_seconds=time.perf_counter() - start)
+            run_parts(extraction, todo, progress=progress, label=f"shard {k}/{n} ",
+                      setup_seconds=time.perf_counter() - start)
         missing = workdir.unwritten(plan)
-    return ShardResult(final, job.key, shard, len(todo), sum(p.rows for p in todo), missing)
+    return ShardResult(final, extraction.key, shard, len(todo), sum(p.rows for p in todo), missing)
 
 
 def merge(path: str | os.PathLike) -> ExtractResult:
@@ -348,13 +349,13 @@ def _check_options(data, splits, pooling, dtype, batch_size, compression) -> lis
     return splits
 
 
-def forward_of(job: Extraction):
+def forward_of(extraction: Extraction):
     """The compiled forward call of the extraction's feature model: what maps image batches to features."""
-    with runtime.precision_scope(job.precision):
-        return compiled_forward(job.backbone.feature_model(job.pooling))
+    with runtime.precision_scope(extraction.precision):
+        return compiled_forward(extraction.backbone.feature_model(extraction.pooling))
 
 
-def run_parts(job: Extraction, parts: list[Part], *, progress: bool = True, threads: int | None = None,
+def run_parts(extraction: Extraction, parts: list[Part], *, progress: bool = True, threads: int | None = None,
               label: str = "", setup_seconds: float = 0.0, forward=None) -> dict:
     """Extract `parts` in this process: tf.data reads and decodes, the compiled model maps, a background
     thread writes each part as soon as its rows have gone by. Returns the writer's figures.
@@ -365,34 +366,34 @@ def run_parts(job: Extraction, parts: list[Part], *, progress: bool = True, thre
     already finished are still written before the exception goes on.
     """
     start = time.perf_counter()
-    forward = forward or forward_of(job)
-    writer = PartWriter(job.workdir.path, job.key)
+    forward = forward or forward_of(extraction)
+    writer = PartWriter(extraction.workdir.path, extraction.key)
     setup = setup_seconds + time.perf_counter() - start
     try:
         for split, split_parts in groupby(parts, key=lambda p: p.split):
-            _run_split(job, forward, writer, split, list(split_parts), progress, threads, label, setup)
+            _run_split(extraction, forward, writer, split, list(split_parts), progress, threads, label, setup)
             setup = 0.0
     finally:
         writer.close()
     return {"write_seconds": writer.write_seconds, "write_wait_seconds": writer.wait_seconds}
 
 
-def _run_split(job: Extraction, forward, writer: PartWriter, split: str, parts: list[Part], progress: bool,
+def _run_split(extraction: Extraction, forward, writer: PartWriter, split: str, parts: list[Part], progress: bool,
                threads: int | None, label: str, setup_seconds: float) -> None:
     start = time.perf_counter() - setup_seconds
-    n = len(job.data.splits[split])
+    n = len(extraction.data.splits[split])
     rows = np.concatenate([np.arange(p.start, p.stop) for p in parts])
     title = f"{label}{split}" + (f" (resuming: {n - len(rows)} of {n} images already done)" if len(rows) < n else "")
     meter = Progress(len(rows), title) if progress else None
-    dataset = batched(indexed_images(job.data.files(split), job.backbone.image_size, job.crop_to_aspect_ratio,
-                                     rows), job.batch_size)
+    dataset = batched(indexed_images(extraction.data.files(split), extraction.backbone.image_size,
+                                     extraction.crop_to_aspect_ratio, rows), extraction.batch_size)
     if threads:  # several workers on one machine divide its cores instead of each taking them all
         options = tf.data.Options()
         options.threading.private_threadpool_size = threads
         dataset = dataset.with_options(options)
-    buffer = _PartBuffer(job.data, split, parts, writer, meter, start)
+    buffer = _PartBuffer(extraction.data, split, parts, writer, meter, start)
     for images, batch_rows in dataset:
-        buffer.add(forward(images).numpy().astype(job.dtype), batch_rows.numpy())
+        buffer.add(forward(images).numpy().astype(extraction.dtype), batch_rows.numpy())
     buffer.close()
     writer.drain()
     if meter:
@@ -444,8 +445,8 @@ class _PartBuffer:
             self.meter.update(part.rows)
 
 
-def _attributes(job: Extraction, device: str) -> dict:
-    data, backbone, facts = job.data, job.backbone, job.facts
+def _attributes(extraction: Extraction, device: str) -> dict:
+    data, backbone, facts = extraction.data, extraction.backbone, extraction.facts
     return {
         "facts": facts,
         "classes": list(data.classes),
@@ -455,7 +456,7 @@ def _attributes(job: Extraction, device: str) -> dict:
         "image_size": list(backbone.image_size),
         "pooling": facts["pooling"],
         "dataset": {"root": str(data.root.resolve()), "val_fraction": data.val_fraction, "seed": data.seed,
-                    "content_hash": job.content_hash, "fingerprint": facts["dataset"]["fingerprint"]},
+                    "content_hash": extraction.content_hash, "fingerprint": facts["dataset"]["fingerprint"]},
         "versions": facts["versions"],
         "device": device,
         "created": timestamp(),

@@ -26,7 +26,8 @@ from featpipe.cli.options import backbone_options, echo_json, json_option, load_
 @click.option("--devices", default="all", show_default=True, metavar="all|cpu|0,1,...",
               help="GPUs to use, one worker process each (all = every visible GPU; the CPU when there is none).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes when running on the CPU (they divide its cores).")
+              help="Worker processes when running on the CPU (they divide its cores; capped at one per core and "
+                   "per 0.7 GB of available memory, with a warning).")
 @click.option("--shard", metavar="K/N",
               help="Extract only slice K of N (0 <= K < N, by sorted file order) into part files, for job arrays; "
                    "`featpipe cache merge` (or a plain extract) assembles the cache once every slice is done.")
