@@ -1,9 +1,12 @@
 """The local distributor: one worker process per GPU (or per CPU slot) on this node, each on its own parts.
 
-Each worker is ``python -m featpipe.worker`` with ``CUDA_VISIBLE_DEVICES`` set to its one GPU, so it loads
-the model once, on its own device; the machine's cores are divided between workers so their input pipelines
-do not oversubscribe them. The parts are divided into contiguous slices of near-equal rows. A worker that
-dies is named in the error; the others finish, their parts stay, and a rerun does only what is missing.
+`LocalEngine` is the engine (featpipe.extraction.InProcessEngine has the interface); `select_devices` turns
+``--devices``/``--workers`` into one entry per worker and `cap_workers` keeps them to what the node's cores and
+memory hold (featpipe.engines.make_engine uses both). Each worker is ``python -m featpipe.worker`` with
+``CUDA_VISIBLE_DEVICES`` set to its one GPU, so it loads the model once, on its own device; the machine's cores
+are divided between workers so their input pipelines do not oversubscribe them. The parts are divided into
+contiguous slices of near-equal rows. A worker that dies is named in the error; the others finish, their parts
+stay, and a rerun does only what is missing.
 """
 
 from __future__ import annotations
