@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from featpipe import predict as predict_module
+from featpipe import prediction as predict_module
 from featpipe.pipeline import indexed_images, unreadable_reason
 
 
