@@ -168,6 +168,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_more_parts_than_open_files_under_ulimit(tmp_path, tiny_model_file):
     import subprocess
     import sys

@@ -26,6 +26,7 @@ def _summary(result) -> dict:
     return json.loads(result.output.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_finetune_writes_a_run_as_asked_and_reuses_it(tmp_path, dataset, tiny_model_file):
     args = [dataset, "--backbone", tiny_model_file, *FAST, "--unfreeze-from", "conv2", "--optimizer", "adam",
             "--augment", "flip=vertical", "--pooling", "max", "--runs-dir", tmp_path, "--json"]
@@ -60,6 +61,7 @@ def test_finetune_writes_a_run_as_asked_and_reuses_it(tmp_path, dataset, tiny_mo
     assert not _summary(forced)["reused"]
 
 
+@pytest.mark.slow
 def test_the_command_leaves_the_dtype_policy_as_it_found_it(tmp_path, dataset, tiny_model_file):
     result = _invoke(dataset, "--backbone", tiny_model_file, *FAST, "--epochs", "0", "--precision", "mixed",
                      "--runs-dir", tmp_path, "--json")

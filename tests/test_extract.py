@@ -43,6 +43,7 @@ def test_extracts_every_split_and_records_skipped(corrupt_dataset, base, tmp_pat
         np.testing.assert_allclose(cache.features("test"), base.feature_model("avg")(images), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_second_run_is_cached_and_any_change_makes_a_new_file(dataset, base, tmp_path):
     data = load_image_folder(dataset)
     first = extract(data, base, tmp_path, batch_size=5, progress=False)
@@ -124,6 +125,7 @@ KILLER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_equals_an_uninterrupted_run(corrupt_dataset, tiny_model_file, tmp_path, capsys):
     killed = subprocess.run(
         [sys.executable, "-c", KILLER, str(corrupt_dataset), tiny_model_file, str(tmp_path / "resumed"), "2"],
@@ -172,6 +174,7 @@ def test_shards_in_any_order_with_reruns_equal_one_process(corrupt_dataset, base
     assert extract_shard(data, base, tmp_path / "sharded", shard=(0, 3), progress=False).cached
 
 
+@pytest.mark.slow
 def test_worker_processes_equal_one_process(corrupt_dataset, base, tmp_path):
     data = load_image_folder(corrupt_dataset)
     whole = extract(data, base, tmp_path / "whole", batch_size=4, progress=False)
@@ -198,6 +201,7 @@ KILL_A_WORKER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_named_and_the_rerun_finishes_the_rest(corrupt_dataset, base, tmp_path, monkeypatch):
     data = load_image_folder(corrupt_dataset)
     (tmp_path / "hook").mkdir()

@@ -48,6 +48,7 @@ def _short(paths: list[str]) -> set[str]:
     return {"/".join(p.split("/")[-2:]) for p in paths}
 
 
+@pytest.mark.slow
 def test_frozen_phase_trains_only_the_head_then_the_top_layers_join(finished):
     frozen, fine_tune = finished["log"].trainable
     assert _short(frozen) == HEAD_WEIGHTS
@@ -79,6 +80,7 @@ def test_the_callers_backbone_is_never_changed(finished):
     assert not backbone.model.trainable and not any(layer.trainable_weights for layer in backbone.model.layers)
 
 
+@pytest.mark.slow
 def test_unfreeze_all_trains_the_whole_base_but_keeps_it_in_inference_mode(tmp_path, dataset):
     # A base with dropout inside: the training model must still call it in inference mode.
     inputs = keras.Input((32, 32, 3))
@@ -130,12 +132,14 @@ def test_saved_model_maps_images_to_probabilities_without_augmentation(finished)
     np.testing.assert_allclose(proba, finished["tuner"].model_(images).numpy(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_saved_model_loads_with_plain_keras_without_featpipe(finished, tmp_path):
     images = finished["images"].numpy()
     served = outputs_without_featpipe(finished["result"].run_dir / "model.keras", images, tmp_path)
     np.testing.assert_allclose(served, finished["tuner"].model_(images).numpy(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_finished_run_is_reused_and_other_params_make_another_run(finished, tiny_model_file):
     data, root = finished["data"], finished["root"]
     again = run_finetune(data, tiny_tuner(tiny_model_file, unfreeze="top:2"), root / "runs")
@@ -146,6 +150,7 @@ def test_finished_run_is_reused_and_other_params_make_another_run(finished, tiny
     assert not other.reused and other.run_dir != again.run_dir
 
 
+@pytest.mark.slow
 def test_force_starts_over_a_finished_run(tmp_path, dataset, tiny_model_file):
     data = load_image_folder(dataset)
     params = {"augment": "none", "fine_tune_epochs": 0}
@@ -160,6 +165,7 @@ def test_force_starts_over_a_finished_run(tmp_path, dataset, tiny_model_file):
     assert forced.run["created"] >= first.run["created"] and runs.is_complete(forced.run_dir)
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_from_its_last_finished_epoch(tmp_path, tiny_model_file):
     data = load_image_folder(make_dataset(tmp_path / "data", classes=("cat", "dog", "fox")))
     first = EpochLog(interrupt_after=0)
@@ -215,6 +221,7 @@ def test_dataset_without_validation_or_test_is_refused(tmp_path, tiny_model_file
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_gpu_configuration_mixed_precision_and_augmentation_in_the_model(dataset, tiny_model_file):
     with precision_scope("mixed"):
         base_policy_built = keras.mixed_precision.dtype_policy().name
@@ -321,6 +328,7 @@ os._exit(0)  # skips TensorFlow's teardown, which lingers for many seconds after
 """
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_over_two_devices_trains_resumes_and_records_the_global_batch(tmp_path, tiny_model_file):
     data = make_dataset(tmp_path / "data", per_split={"train": 4, "validation": 2, "test": 2})
     images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")

@@ -42,6 +42,7 @@ def test_early_stopping_keeps_the_best_epoch_and_its_history():
     assert loss == pytest.approx(history["val_loss"][best], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_same_seed_same_predictions_and_save_load_round_trip(tmp_path):
     data = splits(n_classes=3, spread=2.0)
     X = data["test"][0]
@@ -54,6 +55,7 @@ def test_same_seed_same_predictions_and_save_load_round_trip(tmp_path):
     assert loaded.history_ == first.history_
 
 
+@pytest.mark.slow
 def test_grid_over_learning_rate_and_normalisation_layers():
     data = splits(spread=2.0)
     head = _fit(data, learning_rate="0.001,0.01", normalize="standard", optimizer="adam", epochs=3)
@@ -63,6 +65,7 @@ def test_grid_over_learning_rate_and_normalisation_layers():
     assert any(layer.name == "l2_normalize" for layer in l2.model_.layers)
 
 
+@pytest.mark.slow
 def test_streams_features_from_the_cache(tmp_path):
     path = synthetic_cache(tmp_path, n_classes=3)
     with FeatureCache(path) as cache:
@@ -83,6 +86,7 @@ def _badly_scaled(rows: int, seed: int):
     return np.hstack([X * 1e-3, noise * 1e3]).astype(np.float32), y
 
 
+@pytest.mark.slow
 def test_standardised_by_default_so_badly_scaled_features_are_learned(tmp_path):
     data = {s: _badly_scaled(n, i) for i, (s, n) in enumerate({"train": 400, "validation": 200, "test": 200}.items())}
     X, y = data["test"]

@@ -51,6 +51,7 @@ SETTINGS = settings(max_examples=25, deadline=10_000, suppress_health_check=[Hea
                                                                            HealthCheck.too_slow])
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 @SETTINGS
 @given(files=st.lists(hostile_files(), min_size=1, max_size=4))

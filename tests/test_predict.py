@@ -57,6 +57,7 @@ def _cached_test_probabilities(runs, run_dir):
         return {str(runs["root"] / "data" / p): row for p, row in zip(cache.paths("test"), proba)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["logreg", "svm", "dense"])
 def test_csv_rows_match_the_head_on_cached_features(runs, images, tmp_path, head):
     result = predict(runs[head], images, tmp_path / "p.csv")
@@ -74,6 +75,7 @@ def test_csv_rows_match_the_head_on_cached_features(runs, images, tmp_path, head
         assert row["predicted_class"] == ["cat", "dog"][int(np.argmax(proba))] and row["error"] == ""
 
 
+@pytest.mark.slow
 def test_spatial_features_go_through_the_same_pooling_at_predict_time(tmp_path, tiny_model_file):
     spatial = _make_runs(tmp_path, tiny_model_file, "none", {"dense": {"epochs": 2, "units": 8}, "logreg": {}})
     for head in ("dense", "logreg"):
@@ -83,6 +85,7 @@ def test_spatial_features_go_through_the_same_pooling_at_predict_time(tmp_path, 
             np.testing.assert_allclose([float(row["prob_cat"]), float(row["prob_dog"])], expected[row["path"]], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_export_is_one_model_with_the_same_probabilities_as_predict(runs, images, tmp_path):
     out = export(runs["dense"], tmp_path / "model.keras")
     predict(runs["dense"], images, tmp_path / "p.csv")

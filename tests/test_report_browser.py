@@ -55,6 +55,7 @@ def report(tmp_path_factory):
     return write_report([root], tmp_path_factory.mktemp("report"), title=f"Report {QUOTES}", smooth=0.6)
 
 
+@pytest.mark.slow
 def test_every_plot_image_loads_and_the_summary_table_is_there(report, tmp_path):
     page = report["html"].read_text()
     probe_page = tmp_path / "probe.html"
@@ -71,6 +72,7 @@ def test_every_plot_image_loads_and_the_summary_table_is_there(report, tmp_path)
     assert state["title"] == f"Report {QUOTES}"
 
 
+@pytest.mark.slow
 def test_report_renders_as_is(report, tmp_path):
     dom = _chromium(tmp_path, "--dump-dom", report["html"].as_uri())
     assert '<table id="summary">' in dom

@@ -71,6 +71,7 @@ def whole(data, tiny_model_file, tmp_path):
                    progress=False)
 
 
+@pytest.mark.slow
 def test_array_tasks_preempted_requeued_then_merged_equal_one_process(data, tiny_model_file, tmp_path, whole):
     cache = tmp_path / "cache"
     env = env_for(data, tiny_model_file, cache)

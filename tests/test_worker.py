@@ -34,6 +34,7 @@ def test_a_worker_refuses_a_job_whose_dataset_changed(job, dataset):
     assert not list(job.workdir.path.glob("*.h5"))
 
 
+@pytest.mark.slow
 def test_worker_process_entry_point(job):
     request = {"job": job.to_json(), "parts": [["validation", 0, 4]], "threads": 1}
     done = subprocess.run([sys.executable, "-m", "featpipe.worker"], input=json.dumps(request), text=True,
