@@ -44,6 +44,7 @@ def test_keras_application_random_init_is_reproducible():
     assert _features(a).shape == (2, 256)
 
 
+@pytest.mark.slow
 def test_keras_application_weights_file(tmp_path):
     random_init = load_backbone("keras:MobileNet(alpha=0.25)", weights="none", image_size=32, seed=5)
     path = str(tmp_path / "w.weights.h5")

@@ -44,6 +44,7 @@ def test_extract_then_cached_then_inspect(corrupt_dataset, tiny_model_file, tmp_
     assert ["train/cat/text.png", "cannot identify image file"] in described["skipped_files"]["train"]
 
 
+@pytest.mark.slow
 def test_random_weights_are_announced(dataset, tmp_path):
     result = run("extract", dataset, "--backbone", "keras:MobileNet(alpha=0.25)", "--weights", "none",
                  "--image-size", 32, "--cache-dir", tmp_path, "-q")

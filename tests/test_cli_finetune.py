@@ -101,6 +101,7 @@ def test_one_class_is_refused_up_front(tmp_path, tiny_model_file):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_full_disk_is_one_line_and_leaves_no_finished_run(tmp_path, dataset, tiny_model_file, small_disk):
     """Issue 9, case 4: no h5py tracebacks, no segmentation fault."""

@@ -37,6 +37,7 @@ def test_demo_pretrains_a_base_then_compares_it_with_end_to_end_and_a_random_cop
     assert "pretrained" in result["html"].read_text()
 
 
+@pytest.mark.slow
 def test_a_second_demo_reuses_the_pretrained_base(tmp_path, small_target, monkeypatch):
     base = pretrain.pretrained_base(tmp_path / "bases", TINY, verbose=False)
     monkeypatch.setattr(pretrain, "_pretrain", lambda *args: pytest.fail("pretrained again"))

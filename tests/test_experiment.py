@@ -22,6 +22,7 @@ def test_grid_runs_every_head_on_one_cache_and_finetunes(dataset, tiny_model_fil
     assert len(list((tmp_path / "cache").glob("*.h5"))) == 1 and notes == []
 
 
+@pytest.mark.slow
 def test_interrupted_grid_resumes_with_finished_runs_reused(dataset, tiny_model_file, tmp_path, monkeypatch):
     real_train_head = train.train_head
 

@@ -375,6 +375,7 @@ def test_devices_choose_the_strategy_and_replicas_are_part_of_the_run_key(datase
             tiny_tuner(tiny_model_file, devices=devices).check()
 
 
+@pytest.mark.slow
 def test_one_named_device_trains_under_one_device_strategy(dataset, tiny_model_file):
     tuner = tiny_tuner(tiny_model_file, devices=["/cpu:0"], augment="none", fine_tune_epochs=0)
     tuner.fit(load_image_folder(dataset))

@@ -16,7 +16,8 @@ def _fit(data, seed=0, **params):
     return make_head("dense", {**FAST, **params}, seed=seed).fit(*data["train"], **validation(data))
 
 
-@pytest.mark.parametrize("n_classes, spatial", [(2, False), (3, False), (3, True)])
+@pytest.mark.parametrize("n_classes, spatial", [(2, False), pytest.param(3, False, marks=pytest.mark.slow),
+                                                 pytest.param(3, True, marks=pytest.mark.slow)])
 def test_learns_binary_multiclass_and_spatial_features(n_classes, spatial):
     data = splits(n_classes=n_classes, spatial=spatial, spread=2.0)
     head = _fit(data)
@@ -28,6 +29,7 @@ def test_learns_binary_multiclass_and_spatial_features(n_classes, spatial):
     assert head.predict_proba(X).shape == (len(y), n_classes)
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_the_best_epoch_and_its_history():
     data = splits(spread=2.0)
     head = _fit(data, epochs=30, patience=2, learning_rate=0.05)

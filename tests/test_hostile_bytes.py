@@ -71,6 +71,7 @@ def test_decode_path_decodes_or_records_a_reason(tmp_path_factory, files):
         assert isinstance(reason, str) and reason and "\n" not in reason
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 @SETTINGS
 @given(files=st.lists(hostile_files(), min_size=1, max_size=3))

@@ -38,8 +38,7 @@ def collect_runs(paths: list[str | os.PathLike]) -> tuple[list[dict], list[dict]
                 continue
             try:
                 loaded = load_run(run_dir)
-                if "model_file" in loaded["run"]:  # a run whose model was swapped is not reported as trained
-                    verified_model_file(run_dir, loaded["run"])
+                verified_model_file(run_dir, loaded["run"])  # a run whose model was swapped is not reported
                 loaded["row"] = summary_row(loaded)
             except FeatpipeError as e:
                 skipped.append(_skip(run_dir, str(e)))
