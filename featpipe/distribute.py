@@ -152,7 +152,7 @@ def _start_worker(job: dict, k: int, n: int, device: str | None, parts: list[Par
     worker = (name, proc, log_file, parts)
     try:
         proc.stdin.write(json.dumps({"job": job, "parts": [[p.split, p.start, p.stop] for p in parts],
-                                     "threads": threads}).encode())
+                                     "threads": threads, "parent": os.getpid()}).encode())
         proc.stdin.close()
     except BaseException:
         _stop([worker])

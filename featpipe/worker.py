@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import signal
 import sys
 import time
@@ -19,6 +20,7 @@ from featpipe.parts import Part
 
 EXIT_ERROR, EXIT_TERMINATED = 1, 143
 M_ARENA_MAX = -8  # glibc's mallopt parameter number
+PR_SET_PDEATHSIG = 1  # Linux prctl option
 
 
 def run_job(job: dict, parts: list[Part], *, threads: int | None = None, progress: bool = False,
@@ -66,6 +68,15 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         pass
 
 
+def _terminate_with_parent() -> None:
+    """Workers run in their own session (featpipe.distribute), out of reach of a terminal's hang-up: the
+    kernel sends this one SIGTERM when its parent dies, so it never outlives the extraction (Linux only)."""
+    try:
+        ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 def _terminate(signum, frame):
     raise KeyboardInterrupt  # unwinds through run_parts, which commits the finished parts
 
@@ -79,7 +90,10 @@ def main() -> None:
     """
     limit_malloc_arenas()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _terminate_with_parent()
     request = json.load(sys.stdin)
+    if request.get("parent") not in (None, os.getppid()):
+        sys.exit(EXIT_TERMINATED)  # the parent died before the kernel could be told to end this worker with it
     parts = [Part(*p) for p in request["parts"]]
     try:
         run_job(request["job"], parts, threads=request.get("threads"), progress=request.get("progress", False),

@@ -152,3 +152,30 @@ def test_a_worker_still_loading_dies_at_once_on_sigterm():
     start = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == -signal.SIGTERM and time.monotonic() - start < 2
+
+
+def test_a_worker_ends_when_its_parent_dies(tmp_path):
+    # Workers have their own session (no terminal hang-up reaches them): the kernel ends them with the parent.
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time\n"
+        "w = subprocess.Popen([sys.executable, '-m', 'featpipe.worker'], stdin=subprocess.PIPE,"
+        " stderr=subprocess.DEVNULL, start_new_session=True)\n"
+        "w.stdin.write(b'{\"job\": {}, \"parts\": []}'); w.stdin.close()\n"
+        "print(w.pid, flush=True)\n"
+        "time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    time.sleep(0.5)  # the worker is importing TensorFlow, which takes longer than the two seconds below
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and _alive(worker):
+        time.sleep(0.1)
+    assert not _alive(worker)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return not any(line.startswith("State:") and "Z" in line for line in f)  # a zombie has ended
+    except FileNotFoundError:
+        return False
