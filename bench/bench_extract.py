@@ -6,7 +6,7 @@ On the same generated JPEGs, for each base, it measures (images/s):
   (d) read + decode + resize alone: featpipe's tf.data pipeline iterated with no model;
   (b) the book's loop (Deep Learning with Python, listing 8.25): image_dataset_from_directory, then
       conv_base.predict(preprocess_input(images)) per batch, features and labels collected into numpy;
-  (c) `featpipe.extract.extract` end to end, in-process, into a fresh cache dir (wall clock of
+  (c) `featpipe.extraction.extract` end to end, in-process, into a fresh cache dir (wall clock of
       load_image_folder + extract, tracing and the final HDF5 assembly included);
   and peak RSS of (c) run in a subprocess at N/4 and N images (memory must not grow with N).
 
@@ -193,7 +193,7 @@ def book_preprocess(backbone):
 def featpipe_extract(root: Path, backbone, cache_dir: Path, batch_size: int) -> tuple[float, float, object]:
     """(c): load the folder and extract into a fresh cache dir; wall clock of both."""
     from featpipe.data import load_image_folder
-    from featpipe.extract import extract
+    from featpipe.extraction import extract
 
     return timed(lambda: extract(load_image_folder(root), backbone, cache_dir, batch_size=batch_size,
                                  progress=False))

@@ -5,7 +5,7 @@ On the same generated images and the same random-initialised base it measures, w
   (e2e)    `featpipe.finetune.run_finetune`: augmentation + frozen base + head for --epochs, then the top of
            the base fine-tuned for --fine-tune-epochs, plus the validation/test evaluation (base loading,
            tracing and saving included), with the mean epoch time of each phase;
-  (cached) `featpipe.extract.extract` over train/validation/test, then each head in featpipe.heads.HEADS
+  (cached) `featpipe.extraction.extract` over train/validation/test, then each head in featpipe.heads.HEADS
            with its default parameter grid: fit + validation/test probabilities on the cached features.
 
 The headline is ratio = e2e seconds / (extraction + all heads) seconds. The base is random-initialised
@@ -92,7 +92,7 @@ def end_to_end(data, args, runs_dir: Path) -> dict:
 
 
 def cached(data, args, cache_dir: Path) -> dict:
-    from featpipe.extract import extract
+    from featpipe.extraction import extract
 
     clock = time.perf_counter()
     result = extract(data, load_base(args), cache_dir, batch_size=args.batch_size, progress=False)

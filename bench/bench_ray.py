@@ -1,6 +1,6 @@
 """The Ray engine against the single-process extractor, on the same generated JPEGs and the same machine.
 
-Each engine runs `featpipe.extract.extract` into a fresh cache directory (N images in 8 parts, assembly
+Each engine runs `featpipe.extraction.extract` into a fresh cache directory (N images in 8 parts, assembly
 included), interleaved, best of --repeat, while a thread notes when each part file appears. That gives, the same
 way for both: the steady rate (rows of the parts after the first / time from the first part file to the last:
 per-part costs and Ray's scheduling included, start costs not), the time to the first part (for Ray: its actor's
@@ -75,7 +75,7 @@ class PartClock:
 
 
 def timed_extract(data, base, cache_dir: Path, engine, batch_size: int, part_rows: int) -> dict:
-    from featpipe.extract import extract
+    from featpipe.extraction import extract
     from featpipe.parts import Part
 
     start = time.perf_counter()

@@ -1,7 +1,7 @@
 """Extraction at scale: does the per-image cost, memory and file-handle use stay flat from 10k to 100k images?
 
 Generates N tiny JPEGs (a few hundred distinct encodings written under N names: thousands per second) and a
-tiny random-initialised base with 256-d features, then runs `featpipe.extract.extract` in a subprocess under
+tiny random-initialised base with 256-d features, then runs `featpipe.extraction.extract` in a subprocess under
 `ulimit -n 1024` for each N while this process samples the subprocess: peak RSS, peak open files, peak bytes in
 the cache directory. Prints, per N:
 
@@ -40,14 +40,16 @@ from featpipe.worker import limit_malloc_arenas
 limit_malloc_arenas()  # as `featpipe extract` and its workers do
 from featpipe.backbones import load_backbone
 from featpipe.data import load_image_folder
-from featpipe.extract import extract
+from featpipe.engines import make_engine
+from featpipe.extraction import extract
 from featpipe.store import FeatureCache
 
 data_dir, model, cache_dir, batch, workers = sys.argv[1:6]
 data = load_image_folder(data_dir)
 base = load_backbone(model)
 start = time.perf_counter()
-result = extract(data, base, cache_dir, batch_size=int(batch), workers=int(workers), progress=False)
+result = extract(data, base, cache_dir, batch_size=int(batch), engine=make_engine(workers=int(workers)),
+                 progress=False)
 wall = time.perf_counter() - start
 with FeatureCache(result.path) as cache:
     feature_bytes = sum(cache.nbytes_in_memory(s) for s in cache.splits)

@@ -147,8 +147,9 @@ def require_space(path: str | os.PathLike, nbytes: int) -> None:
         raise write_error(e, path) from None
     free = stat.f_bavail * stat.f_frsize
     if free < nbytes + _NEARLY_FULL:
-        raise FeatpipeError(f"no space left on device writing {path} (needs about "
-                            f"{(nbytes + _NEARLY_FULL) / 2**20:.1f} MiB, {free / 2**20:.1f} MiB free)")
+        full = write_error(OSError(errno.ENOSPC, "No space left on device"), path)
+        raise FeatpipeError(f"{full} (needs about {(nbytes + _NEARLY_FULL) / 2**20:.1f} MiB, "
+                            f"{free / 2**20:.1f} MiB free)")
 
 
 def _is_disk_full(directory: Path) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from featpipe.errors import FeatpipeError
+from featpipe.errors import ArgumentError, FeatpipeError
 
 FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical")
 
@@ -35,7 +35,7 @@ def parse_augment(spec: str | None) -> list[tuple[str, str | float]]:
     names = [name for name, _ in transforms]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise FeatpipeError(f"--augment names {', '.join(repeated)} more than once")
+        raise ArgumentError(f"{{augment}} names {', '.join(repeated)} more than once", "augment")
     return transforms
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import keras
 
 from featpipe.choices import WEIGHTS_CHOICES
-from featpipe.errors import FeatpipeError
+from featpipe.errors import ArgumentError, FeatpipeError
 from featpipe.preprocessing import preprocessing_config, preprocessing_layer
 from featpipe.provenance import dir_digest, file_digest
 
@@ -133,7 +133,7 @@ def load_backbone(
     if weights == "none":
         keras.utils.set_random_seed(seed)  # random init must be reproducible to be cacheable
     if weights not in WEIGHTS_CHOICES and not os.path.exists(weights):
-        raise FeatpipeError(f"--weights must be imagenet, none or an existing file, got {weights!r}")
+        raise ArgumentError(f"{{weights}} must be imagenet, none or an existing file, got {weights!r}", "weights")
     size = _size_pair(image_size)
     spec = _absolute(spec)
     backbone = _resolve(spec)(spec, weights, size)
@@ -228,7 +228,7 @@ def _load_keras_application(spec: str, weights: str, size) -> Backbone:
     keras_weights = {"default": "imagenet", "imagenet": "imagenet", "none": None}.get(weights, weights)
     try:
         model = constructor(include_top=False, weights=keras_weights, input_shape=(*size, 3), **kwargs)
-    except Exception as e:  # Keras raises a bare Exception for download failures
+    except Exception as e:  # noqa: BLE001 - Keras raises a bare Exception for download failures
         raise _keras_app_error(name, e) from None
     weights_name = "imagenet" if keras_weights == "imagenet" else (weights if keras_weights else "none")
     weights_id = file_digest(weights) if os.path.isfile(weights) else weights_name
@@ -308,7 +308,7 @@ def _load_model_file(spec: str, weights: str, size) -> Backbone:
     path, layer = (spec, "") if os.path.isfile(spec) else tuple(spec.rsplit(":", 1))
     try:
         model = keras.saving.load_model(path, compile=False)
-    except Exception as e:  # Keras raises many types for unreadable files
+    except Exception as e:  # noqa: BLE001 - Keras raises many types for unreadable files
         raise FeatpipeError(f"cannot load model file {path}: {_first_line(e)}") from None
     if layer:
         model = _cut_at(model, layer)
@@ -336,7 +336,7 @@ def _cut_at(model: keras.Model, layer: str) -> keras.Model:
 def _load_weights(model: keras.Model, path: str) -> None:
     try:
         model.load_weights(path)
-    except Exception as e:  # shape mismatches and unreadable files alike
+    except Exception as e:  # noqa: BLE001 - shape mismatches and unreadable files alike
         raise FeatpipeError(f"cannot load weights {path}: {_first_line(e)}") from None
 
 

@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from featpipe.choices import SPLITS
-from featpipe.errors import FeatpipeError
-from featpipe.provenance import sha256_file
+from featpipe.errors import ArgumentError, FeatpipeError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif"})
 
@@ -246,7 +245,7 @@ def carve_validation(train: Split, fraction: float, seed: int) -> tuple[Split, S
     from sklearn.model_selection import train_test_split
 
     if not 0 < fraction < 1:
-        raise FeatpipeError(f"--val-fraction must be between 0 and 1, got {fraction}")
+        raise ArgumentError(f"{{val_fraction}} must be between 0 and 1, got {fraction}", "val_fraction")
     labels = np.asarray(train.labels)
     try:
         keep, carve = train_test_split(

@@ -1,27 +1,38 @@
 """The local distributor: one worker process per GPU (or per CPU slot) on this node, each on its own parts.
 
-Each worker is ``python -m featpipe.worker`` with ``CUDA_VISIBLE_DEVICES`` set to its one GPU, so it loads
-the model once, on its own device; the machine's cores are divided between workers so their input pipelines
-do not oversubscribe them. The parts are divided into contiguous slices of near-equal rows. A worker that
-dies is named in the error; the others finish, their parts stay, and a rerun does only what is missing.
+`LocalEngine` is the engine (featpipe.extraction.InProcessEngine has the interface); `select_devices` turns
+``--devices``/``--workers`` into one entry per worker and `cap_workers` keeps them to what the node's cores and
+memory hold (featpipe.engines.make_engine uses both). Each worker is ``python -m featpipe.worker`` with
+``CUDA_VISIBLE_DEVICES`` set to its one GPU, so it loads the model once, on its own device; the machine's cores
+are divided between workers so their input pipelines do not oversubscribe them. The parts are divided into
+contiguous slices of near-equal rows. A worker that dies is named in the error; the others finish, their parts
+stay, and a rerun does only what is missing.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from featpipe.errors import FeatpipeError
+from featpipe.errors import ArgumentError, FeatpipeError
 from featpipe.parts import Part, shard_parts
 from featpipe.progress import Progress
 from featpipe.workdir import WorkDir
 
+log = logging.getLogger(__name__)
+
 POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 60
+# Resident memory of one TensorFlow worker process extracting with a small base (measured on a 2-core CPU
+# node: about 700 MB each; a big base on a GPU needs more host memory, never less).
+WORKER_MEMORY_BYTES = 700 << 20
+WORKER_COMMAND = (sys.executable, "-m", "featpipe.worker")
 
 
 def available_cores() -> int:
@@ -29,42 +40,125 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def available_memory() -> int | None:
+    """Bytes this process can still use: the kernel's MemAvailable, lowered by a cgroup (container, Slurm job)
+    limit; None when neither can be read."""
+    found = []
+    try:
+        with open("/proc/meminfo") as f:
+            found += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
+    except OSError:
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            found.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return max(0, min(found)) if found else None
+
+
+def cap_workers(devices: list[str | None], cores: int, memory: int | None) -> tuple[list[str | None], str | None]:
+    """At most the worker processes this node can hold: CPU workers up to one per core, any worker up to one
+    per WORKER_MEMORY_BYTES of available memory. Returns the devices kept and, when some were dropped, why."""
+    on_cpu = all(d is None for d in devices)
+    limits = {}
+    if on_cpu:
+        limits[f"{cores} core{'s' * (cores != 1)}"] = cores
+    if memory is not None:
+        limits[f"{memory / 2**30:.1f} GiB of available memory at about {WORKER_MEMORY_BYTES / 2**30:.1f} GiB "
+               "per worker"] = max(1, memory // WORKER_MEMORY_BYTES)
+    if not limits or min(limits.values()) >= len(devices):
+        return devices, None
+    reason, allowed = min(limits.items(), key=lambda item: item[1])
+    kept = devices[:allowed]
+    what = "worker processes" if on_cpu else f"GPU workers (kept: {', '.join(map(str, kept))})"
+    return kept, f"{len(devices)} {what} requested, {allowed} started: {reason} allow{'s' * (allowed == 1)} {allowed}"
+
+
+class LocalEngine:
+    """Runs the parts of an extraction on worker processes of this node: one per entry of `devices` (a CUDA
+    device id, or None: a CPU worker), each with its share of the cores. See featpipe.extraction.InProcessEngine
+    for the interface. Build it with featpipe.engines.make_engine, which also caps the workers."""
+
+    def __init__(self, devices: list[str | None]):
+        if not devices:
+            raise ArgumentError("{devices} names no device", "devices")
+        self.devices = list(devices)
+
+    @property
+    def gpus(self) -> bool:
+        return any(d is not None for d in self.devices)
+
+    def workers(self) -> int:
+        return len(self.devices)
+
+    def describe(self) -> str:
+        from featpipe import runtime
+
+        return runtime.device_label()
+
+    def run(self, extraction, parts: list[Part], *, progress: bool = True, setup_seconds: float = 0.0) -> dict:
+        """Run `parts` of `extraction` on the workers (each counts its own start-up); returns no figures."""
+        run_local_workers(extraction.to_json(), parts, self.devices, extraction.workdir, progress=progress)
+        return {}
+
+
 def run_local_workers(job: dict, parts: list[Part], devices: list[str | None], workdir: WorkDir,
                       progress: bool = True) -> None:
-    """Run `parts` of `job` on one worker process per entry of `devices` (a CUDA device id, or None: CPU)."""
+    """Run `parts` of `job` on one worker process per entry of `devices` (a CUDA device id, or None: CPU).
+
+    Workers run in their own session, so a Ctrl-C at a terminal reaches this process only, which stops them
+    (SIGTERM) in order; an interrupt while they are still being started stops those already started.
+    """
     n = len(devices)
     threads = max(1, available_cores() // n)
     slices = [shard_parts(parts, k, n) for k in range(n)]
     workers = []
-    for k, (device, mine) in enumerate(zip(devices, slices)):
-        if not mine:
-            continue
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES=device if device is not None else "-1")
-        log = open(workdir.path / f"worker-{k}.log", "wb")  # noqa: SIM115 - closed when the worker ends
-        proc = subprocess.Popen([sys.executable, "-m", "featpipe.worker"], stdin=subprocess.PIPE, stdout=log,
-                                stderr=log, env=env)
-        proc.stdin.write(json.dumps({"job": job, "parts": [[p.split, p.start, p.stop] for p in mine],
-                                     "threads": threads}).encode())
-        proc.stdin.close()
-        name = f"worker {k}/{n} ({f'GPU {device}' if device is not None else 'CPU'})"
-        workers.append((name, proc, log, mine))
-    meter = Progress(sum(p.rows for p in parts), f"{n} workers") if progress else None
     try:
+        for k, (device, mine) in enumerate(zip(devices, slices)):
+            if mine:
+                workers.append(_start_worker(job, k, n, device, mine, threads, workdir))
+        meter = Progress(sum(p.rows for p in parts), f"{n} workers") if progress else None
         _wait(workers, workdir, parts, meter)
     except BaseException:
         _stop(workers)
         raise
     finally:
-        for _, _, log, _ in workers:
-            log.close()
+        for _, _, log_file, _ in workers:
+            log_file.close()
     if meter:
         meter.close()
-    failed = [(name, proc, log, mine) for name, proc, log, mine in workers if proc.returncode != 0]
+    failed = [(name, proc, log_file, mine) for name, proc, log_file, mine in workers if proc.returncode != 0]
     if failed:
         lost = workdir.unwritten([p for _, _, _, mine in failed for p in mine])
-        reasons = "; ".join(f"{name} {_how(proc.returncode, log.name)}" for name, proc, log, _ in failed)
+        reasons = "; ".join(f"{name} {_how(proc.returncode, log_file.name)}"
+                            for name, proc, log_file, _ in failed)
         raise FeatpipeError(f"{reasons}. The other parts are kept: run the same command again to extract the "
                             f"{len(lost)} missing part{'s' * (len(lost) != 1)}")
+
+
+def _start_worker(job: dict, k: int, n: int, device: str | None, parts: list[Part], threads: int,
+                  workdir: WorkDir) -> tuple:
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES=device if device is not None else "-1")
+    log_file = open(workdir.path / f"worker-{k}.log", "wb")  # noqa: SIM115 - closed when the worker ends
+    try:
+        proc = subprocess.Popen(WORKER_COMMAND, stdin=subprocess.PIPE, stdout=log_file, stderr=log_file, env=env,
+                                start_new_session=True)
+    except BaseException:
+        log_file.close()
+        raise
+    name = f"worker {k}/{n} ({f'GPU {device}' if device is not None else 'CPU'})"
+    worker = (name, proc, log_file, parts)
+    try:
+        proc.stdin.write(json.dumps({"job": job, "parts": [[p.split, p.start, p.stop] for p in parts],
+                                     "threads": threads, "parent": os.getpid()}).encode())
+        proc.stdin.close()
+    except BaseException:
+        _stop([worker])
+        log_file.close()
+        raise
+    return worker
 
 
 def _wait(workers, workdir: WorkDir, parts: list[Part], meter: Progress | None) -> None:
@@ -132,17 +226,20 @@ def select_devices(devices: str, workers: int, visible_gpus: int) -> list[str | 
     if devices == "cpu" or (devices == "all" and not ids):
         return [None] * workers
     if workers != 1:
-        raise FeatpipeError("--workers is for CPU runs; on GPUs one worker runs per device (--devices)")
+        raise ArgumentError("{workers} is for CPU runs; on GPUs one worker runs per device ({devices})",
+                            "workers", "devices")
     if devices == "all":
         return [None] if len(ids) == 1 else ids
     try:
         chosen = [int(d) for d in devices.split(",")]
     except ValueError:
-        raise FeatpipeError(f"--devices must be all, cpu or GPU indices like 0,1; got {devices!r}") from None
+        raise ArgumentError(f"{{devices}} must be all, cpu or GPU indices like 0,1; got {devices!r}",
+                            "devices") from None
     bad = [d for d in chosen if not 0 <= d < len(ids)]
     if bad or len(set(chosen)) != len(chosen):
-        raise FeatpipeError(f"--devices {devices}: this machine has {len(ids)} visible GPU(s) "
-                            f"(indices 0-{len(ids) - 1})" if ids else f"--devices {devices}: no GPU is visible")
+        raise ArgumentError(f"{{devices}} {devices}: this machine has {len(ids)} visible GPU(s) "
+                            f"(indices 0-{len(ids) - 1})" if ids else f"{{devices}} {devices}: no GPU is visible",
+                            "devices")
     if chosen == [0] and len(ids) == 1:
         return [None]
     return [ids[d] for d in chosen]

@@ -9,6 +9,7 @@ import os
 import tomllib
 import types
 import typing
+from contextlib import contextmanager
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
@@ -116,35 +117,58 @@ def _describe_value(value) -> str:
     return f"{kind} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
+@contextmanager
+def loaded_inputs(data, backbone: str, *, val_fraction: float | None = None, seed: int = 0,
+                  weights: str = "default", image_size: int | tuple[int, int] | None = None,
+                  preprocess: str | None = None, precision: str = "auto", gpus_elsewhere: bool = False):
+    """What extract, finetune and the grid start with: yields (dataset, frozen base, device label).
+
+    `data` is a dataset folder (listed with `val_fraction` and `seed`) or an ImageFolder already listed.
+    The base is built under the dtype policy `precision` names, as Keras requires; the policy holds until the
+    block ends, then the previous one comes back. With `gpus_elsewhere` the GPUs belong to worker processes
+    (an engine's): this process builds the base on the CPU (to compute the key) and leaves them alone.
+    """
+    from featpipe.data import ImageFolder, load_image_folder
+
+    dataset = data if isinstance(data, ImageFolder) else load_image_folder(data, val_fraction=val_fraction, seed=seed)
+    from featpipe import runtime  # TensorFlow loads from here: a missing dataset was said before, and faster
+    from featpipe.backbones import load_backbone
+
+    with runtime.precision_scope(precision) as setup:
+        if gpus_elsewhere:
+            runtime.hide_gpus()
+        base = load_backbone(backbone, weights=weights, image_size=image_size, preprocess=preprocess, seed=seed)
+        yield dataset, base, setup["device"]
+
+
 def run_experiment(exp: Experiment, progress: bool = True) -> tuple[list[Path], list[str]]:
     """Run (or resume) the grid; returns the run directories and notes for the report."""
     from featpipe import runtime
-    from featpipe.backbones import load_backbone
     from featpipe.data import load_image_folder
 
     data = load_image_folder(exp.data, val_fraction=exp.val_fraction, seed=exp.seed)
     data.require_classes("train")  # before any extraction: every head and fine-tuning would refuse later
     batch_size = exp.batch_size or runtime.default_batch_size()
     run_dirs, notes = [], []
-    with runtime.precision_scope(exp.precision) as setup:
-        for spec in exp.backbones:
-            backbone = load_backbone(spec, weights=exp.weights, image_size=exp.image_size, seed=exp.seed)
+    for spec in exp.backbones:
+        with loaded_inputs(data, spec, seed=exp.seed, weights=exp.weights, image_size=exp.image_size,
+                           precision=exp.precision) as (_, backbone, device):
             if not backbone.pretrained:
                 notes.append(f"{spec}: random-initialised weights, so its accuracies show the pipeline at work, "
                              "not what pretrained features reach")
-            run_dirs += _cached_heads(exp, data, backbone, batch_size, setup["device"], progress)
+            run_dirs += _cached_heads(exp, data, backbone, batch_size, progress)
             if exp.finetune:
-                run_dirs.append(_finetune(exp, data, backbone, batch_size, setup["device"]))
+                run_dirs.append(_finetune(exp, data, backbone, batch_size, device))
     return run_dirs, notes
 
 
-def _cached_heads(exp: Experiment, data, backbone, batch_size: int, device: str, progress: bool) -> list[Path]:
-    from featpipe.extract import extract
+def _cached_heads(exp: Experiment, data, backbone, batch_size: int, progress: bool) -> list[Path]:
+    from featpipe.extraction import extract
     from featpipe.heads import make_head, parse_param_options
     from featpipe.train import open_for_training, train_head
 
     result = extract(data, backbone, exp.cache_dir, pooling=exp.pooling, batch_size=batch_size,
-                     precision=exp.precision, device=device, progress=progress)
+                     precision=exp.precision, progress=progress)
     log.info("%s %s", "cached" if result.cached else "extracted", result.path)
     params = parse_param_options(exp.params, exp.heads)
     run_dirs = []

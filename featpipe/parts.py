@@ -3,8 +3,8 @@
 A part is a contiguous row range ``[start, stop)`` of one split. Its file holds the features of the rows that
 decoded, their labels, row numbers and relative paths, and the rows that did not decode with the reason, so a
 part is self-describing: any process can validate it, and the assembly needs nothing else. Parts are written
-under a unique temporary name and renamed into place, so a part file that exists is complete, and two processes
-that happen to produce the same part (a rerun racing a straggler) leave one correct copy.
+through featpipe.atomic (a unique temporary name, renamed into place), so a part file that exists is complete,
+and two processes that happen to produce the same part (a rerun racing a straggler) leave one correct copy.
 """
 
 from __future__ import annotations
@@ -12,14 +12,17 @@ from __future__ import annotations
 import math
 import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-STR = h5py.string_dtype("utf-8")
+from featpipe import atomic
+from featpipe.store import FEATURES, LABELS, PATHS, SECONDS, SKIPPED_PATHS, SKIPPED_REASONS, STR
+
+# A part file: the cache's split datasets (featpipe.store) for its kept rows, plus these two.
+ROWS, SKIPPED_ROWS = "rows", "skipped_rows"
 
 # A part holds many batches: big enough that per-file costs vanish, small enough that a killed worker loses
 # little work and a queue of a few parts stays bounded in memory.
@@ -99,27 +102,20 @@ class PartData:
 
 
 def write_part(directory: Path, key: str, data: PartData) -> Path:
-    """Write a part file atomically (unique temporary name, flush + fsync, rename)."""
+    """Write a part file atomically (featpipe.atomic: a temporary name, fsync, rename, directory fsync);
+    a full disk or another write error is one line naming the part file."""
     path = directory / data.part.file_name
-    tmp = directory / f"{data.part.file_name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["key"] = key
-            f.create_dataset("features", data=data.features)
-            f.create_dataset("labels", data=data.labels.astype(np.int32))
-            f.create_dataset("rows", data=data.rows.astype(np.int64))
-            f.create_dataset("paths", data=data.paths, dtype=STR)
-            f.create_dataset("skipped_rows", data=data.skipped_rows.astype(np.int64))
-            f.create_dataset("skipped_paths", data=data.skipped_paths, dtype=STR)
-            f.create_dataset("skipped_reasons", data=data.skipped_reasons, dtype=STR)
-            waited = time.perf_counter() - data.clock_from if data.clock_from is not None else 0.0
-            f.attrs["seconds"] = data.seconds + waited
-            f.flush()
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic.atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["key"] = key
+        f.create_dataset(FEATURES, data=data.features)
+        f.create_dataset(LABELS, data=data.labels.astype(np.int32))
+        f.create_dataset(ROWS, data=data.rows.astype(np.int64))
+        f.create_dataset(PATHS, data=data.paths, dtype=STR)
+        f.create_dataset(SKIPPED_ROWS, data=data.skipped_rows.astype(np.int64))
+        f.create_dataset(SKIPPED_PATHS, data=data.skipped_paths, dtype=STR)
+        f.create_dataset(SKIPPED_REASONS, data=data.skipped_reasons, dtype=STR)
+        waited = time.perf_counter() - data.clock_from if data.clock_from is not None else 0.0
+        f.attrs[SECONDS] = data.seconds + waited
     return path
 
 
@@ -129,15 +125,53 @@ def check_part(path: Path, part: Part, key: str) -> str | None:
         with h5py.File(path, "r") as f:
             if f.attrs.get("key") != key:
                 return "it belongs to another extraction"
-            rows, skipped = f["rows"][()], f["skipped_rows"][()]
-            lengths = {f[name].shape[0] for name in ("features", "labels", "paths")} | {rows.shape[0]}
-            if lengths != {rows.shape[0]} or f["skipped_paths"].shape[0] != skipped.shape[0] \
-                    or f["skipped_reasons"].shape[0] != skipped.shape[0]:
+            rows, skipped = f[ROWS][()], f[SKIPPED_ROWS][()]
+            lengths = {f[name].shape[0] for name in (FEATURES, LABELS, PATHS)} | {rows.shape[0]}
+            if lengths != {rows.shape[0]} or f[SKIPPED_PATHS].shape[0] != skipped.shape[0] \
+                    or f[SKIPPED_REASONS].shape[0] != skipped.shape[0]:
                 return "its datasets have different lengths"
             covered = np.sort(np.concatenate([rows, skipped]))
             if not np.array_equal(covered, np.arange(part.start, part.stop)):
                 return "its rows do not cover its range"
-            float(f.attrs["seconds"])
+            float(f.attrs[SECONDS])
     except (OSError, KeyError, ValueError, TypeError) as e:
         return f"it cannot be read ({type(e).__name__})"
     return None
+
+
+class PartFile:
+    """Read access to a part file `check_part` found sound (for the assembly): ``with PartFile(path) as p``."""
+
+    def __init__(self, path: Path):
+        self._file = h5py.File(path, "r")
+
+    @property
+    def kept(self) -> int:
+        return self._file[ROWS].shape[0]
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return self._file[FEATURES].shape[1:]
+
+    @property
+    def seconds(self) -> float:
+        return float(self._file.attrs[SECONDS])
+
+    def features(self) -> np.ndarray:
+        return self._file[FEATURES][()]
+
+    def labels(self) -> np.ndarray:
+        return self._file[LABELS][()]
+
+    def paths(self) -> np.ndarray:
+        return self._file[PATHS][()]
+
+    def skipped(self) -> list[tuple[str, str]]:
+        return list(zip(self._file[SKIPPED_PATHS].asstr()[()].tolist(),
+                        self._file[SKIPPED_REASONS].asstr()[()].tolist()))
+
+    def __enter__(self) -> "PartFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()

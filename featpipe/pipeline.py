@@ -92,7 +92,7 @@ def _open_header(data: bytes, limit: int) -> Image.Image:
             claimed = re.search(r"\((\d+) pixels\)", str(e))
             raise UnusableFile(_too_big(f"{claimed[1] if claimed else 'over ' + str(2 * DEFAULT_MAX_PIXELS)} pixels",
                                         min(limit, 2 * DEFAULT_MAX_PIXELS))) from None
-        except Exception as e:  # PIL raises many kinds on hostile headers; all mean "not an image we can use"
+        except Exception as e:  # noqa: BLE001 - PIL raises many kinds on hostile headers; all mean "not usable"
             raise UnusableFile(_pil_reason(e)) from None
 
 

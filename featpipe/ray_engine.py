@@ -19,7 +19,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass
 
-from featpipe.errors import FeatpipeError
+from featpipe.errors import ArgumentError, FeatpipeError
 from featpipe.parts import Part
 from featpipe.progress import Progress
 from featpipe.workdir import WorkDir
@@ -38,7 +38,7 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise FeatpipeError(f"--engine ray needs Ray, which is not installed: {INSTALL_HINT}") from None
+        raise ArgumentError(f"{{engine}} ray needs Ray, which is not installed: {INSTALL_HINT}", "engine") from None
     return ray
 
 
@@ -87,19 +87,19 @@ class PartExtractor:
             from featpipe import runtime
 
             runtime.hide_gpus()
-        from featpipe.extract import job_forward
+        from featpipe.extraction import forward_of
         from featpipe.worker import load_job
 
         self.threads = threads
         self.error: FeatpipeError | None = None
         try:
             self.extraction = load_job(job, threads=threads)
-            self.forward = job_forward(self.extraction)
+            self.forward = forward_of(self.extraction)
         except FeatpipeError as e:  # the same for every actor: raised by `run`, where the driver stops on it
             self.error = e
 
     def run(self, part: Part) -> dict:
-        from featpipe.extract import run_parts
+        from featpipe.extraction import run_parts
 
         if self.error is not None:
             raise self.error
@@ -107,7 +107,8 @@ class PartExtractor:
 
 
 class RayEngine:
-    """Runs the missing parts of an extraction on a Ray cluster (featpipe.extract.extract(engine=...)).
+    """Runs the missing parts of an extraction on a Ray cluster (featpipe.extraction.extract(engine=...); the
+    interface is featpipe.extraction.InProcessEngine's).
 
     `address`: a Ray address (``auto``, ``ray://host:10001``, ``host:6379``); None means Ray's own default:
     RAY_ADDRESS, else a cluster started on this node with `ray start`, else a new local one. An engine that
@@ -157,13 +158,8 @@ class RayEngine:
 
     @property
     def gpus(self) -> bool:
+        """Whether the actors run on GPUs (decides precision "auto" for them, not for this process)."""
         return bool(self.connect().num_gpus)
-
-    def precision(self, requested: str) -> str:
-        """`auto` resolved for the actors' devices, not this process's: mixed on GPU actors, float32 on CPUs."""
-        if requested != "auto":
-            return requested
-        return "mixed" if self.gpus else "float32"
 
     def describe(self) -> str:
         return self.connect().describe()
@@ -185,8 +181,9 @@ class RayEngine:
 
     # --- the work -------------------------------------------------------------------------------------
 
-    def run(self, job: dict, parts: list[Part], workdir: WorkDir, progress: bool = True) -> dict:
-        """Extract `parts` of `job` (Extraction.job()) into part files of `workdir`; returns summed figures.
+    def run(self, extraction, parts: list[Part], *, progress: bool = True, setup_seconds: float = 0.0) -> dict:
+        """Extract `parts` of `extraction` into part files of its work directory; returns summed figures (the
+        actors count their own start-up, not `setup_seconds`).
 
         Raises FeatpipeError naming the parts that failed `max_attempts` times (the others are kept), or at
         once with the message of a FeatpipeError an actor raised (the job itself is wrong: it would fail on
@@ -194,6 +191,7 @@ class RayEngine:
         """
         ray = import_ray()
         shape = self.connect()
+        job, workdir = extraction.to_json(), extraction.workdir
         plan = len(workdir.plan())
         title = f"ray ({shape.count} actor{'s' * (shape.count != 1)})"
         if len(parts) < plan:

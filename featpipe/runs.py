@@ -83,6 +83,45 @@ class RunRecord:
         details = record.pop("details")
         return {**record, **details}
 
+    @classmethod
+    def from_json(cls, data: Any, where: str | os.PathLike = RUN_FILE) -> "RunRecord":
+        """The record in run.json's `data` (what `to_json` wrote, with or without finish_run's digests and
+        status), checked field by field: one line naming every missing or ill-typed field of `where`. A new
+        field is one line here (its check) and one in the class."""
+        if not isinstance(data, dict):
+            raise FeatpipeError(f"{where} is damaged: expected a JSON object, got {type(data).__name__}")
+        bad = [name for name, check in _CHECKS.items() if name not in data or not check(data[name])]
+        if bad:
+            raise FeatpipeError(f"{where} is damaged: missing or bad {', '.join(bad)}")
+        owned = {f.name for f in fields(cls)} - {"details"}
+        details = {k: v for k, v in data.items() if k not in owned and k not in (DIGESTS, "status")}
+        return cls(**{name: data[name] for name in owned if name in data}, details=details)
+
+
+def _is(*kinds) -> Callable[[Any], bool]:
+    # bool is an int to isinstance, but never a valid count, seed or size here
+    return lambda value: isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
+
+
+def _image_size(value) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(_is(int)(v) and v > 0 for v in value)
+
+
+def _dataset(value) -> bool:
+    classes = value.get("classes") if isinstance(value, dict) else None
+    return isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)
+
+
+# What every run.json holds, by RunRecord field (created: a default for records built in this process).
+_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "name": _is(str), "kind": lambda v: v in ("head", "finetune"), "path": _is(str), "head": _is(str),
+    "backbone": _is(str), "weights": _is(str), "pretrained": _is(bool), "image_size": _image_size,
+    "pooling": _is(str), "crop_to_aspect_ratio": _is(bool), "preprocessing": _is(dict),
+    "cache": lambda v: v is None or isinstance(v, dict), "dataset": _dataset, "params": _is(dict),
+    "seed": lambda v: v is None or _is(int)(v), "versions": _is(dict), "model_file": _is(str),
+    "created": _is(str),
+}
+
 
 def timing(*, fit_seconds: float, predict_seconds: float, extract_seconds: float = 0.0,
            extract_images_per_second: float | None = None, setup_seconds: float = 0.0, **extra) -> dict:
@@ -138,11 +177,10 @@ def _jsonable(value: Any) -> Any:
 
 def is_complete(run_dir: str | os.PathLike) -> bool:
     """True when the run finished: run.json exists and says so."""
-    path = Path(run_dir) / RUN_FILE
-    if not path.is_file():
+    if not (Path(run_dir) / RUN_FILE).is_file():
         return False
     try:
-        return read_json_object(path).get("status") == "complete"
+        return read_run_file(run_dir).get("status") == "complete"
     except FeatpipeError:
         return False
 
@@ -231,15 +269,23 @@ def verified_model_file(run_dir: str | os.PathLike, info: dict) -> Path:
     return run_dir / name
 
 
+def read_run_file(run_dir: str | os.PathLike) -> dict:
+    """run.json of `run_dir` as it is on disk (finished or not), for status and names; `load_run` validates."""
+    return read_json_object(Path(run_dir) / RUN_FILE)
+
+
 def load_run(run_dir: str | os.PathLike) -> dict:
-    """Read a finished run: {"dir", "run", "metrics", "history"}; a clear error if it is unfinished."""
+    """Read a finished run: {"dir", "record" (its RunRecord, validated), "run" (run.json's object, with the
+    model digests and status), "metrics", "history"}; a clear one-line error if it is unfinished or damaged."""
     run_dir = Path(run_dir)
     if not is_complete(run_dir):
         raise FeatpipeError(f"{run_dir} is not a finished run (no complete {RUN_FILE})")
+    info = read_run_file(run_dir)
     history_path = run_dir / HISTORY_FILE
     return {
         "dir": run_dir,
-        "run": read_json_object(run_dir / RUN_FILE),
+        "record": RunRecord.from_json(info, run_dir / RUN_FILE),
+        "run": info,
         "metrics": read_json_object(run_dir / METRICS_FILE),
         "history": read_json_object(history_path) if history_path.is_file() else None,
     }

@@ -19,12 +19,28 @@ def gpus() -> list:
     return tf.config.list_physical_devices("GPU")
 
 
-def policy_name(precision: str = "auto") -> str:
-    """The Keras dtype policy a precision choice means on this machine."""
+def device_label() -> str:
+    """The device this process computes on, as results record it: ``GPU x2 (/physical_device:GPU:0)`` or ``CPU``."""
+    devices = gpus()
+    return f"GPU x{len(devices)} ({devices[0].name})" if devices else "CPU"
+
+
+def resolve_precision(precision: str = "auto", on_gpu: bool | None = None) -> str:
+    """The one place `precision="auto"` is decided: "mixed" on a GPU, "float32" on a CPU.
+
+    `on_gpu` is where the work runs (an engine's workers may run on other devices than this process);
+    None means this process's devices.
+    """
     if precision not in PRECISIONS:
         raise FeatpipeError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    mixed = precision == "mixed" or (precision == "auto" and bool(gpus()))
-    return "mixed_float16" if mixed else "float32"
+    if precision != "auto":
+        return precision
+    return "mixed" if (bool(gpus()) if on_gpu is None else on_gpu) else "float32"
+
+
+def policy_name(precision: str = "auto") -> str:
+    """The Keras dtype policy a precision choice means on this machine."""
+    return "mixed_float16" if resolve_precision(precision) == "mixed" else "float32"
 
 
 @contextlib.contextmanager
@@ -38,14 +54,13 @@ def precision_scope(precision: str = "auto") -> Iterator[dict]:
     import keras
 
     name = policy_name(precision)
-    devices = gpus()
-    for gpu in devices:
+    for gpu in gpus():
         _grow_memory(gpu)
     previous = keras.mixed_precision.dtype_policy()
     keras.mixed_precision.set_dtype_policy(name)
     try:
         yield {
-            "device": f"GPU x{len(devices)} ({devices[0].name})" if devices else "CPU",
+            "device": device_label(),
             "compute_dtype": keras.mixed_precision.dtype_policy().compute_dtype,
         }
     finally:

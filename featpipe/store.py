@@ -1,4 +1,4 @@
-"""The HDF5 feature cache: keys, file names, and the reader the heads use.
+"""The HDF5 feature cache's format, its one owner: keys, file names, the writer's layout and the reader.
 
 One final file per cache key, ``<cache_dir>/<name>-<key16>.h5``::
 
@@ -26,10 +26,56 @@ from typing import Iterator
 import h5py
 import numpy as np
 
+from featpipe.choices import SPLITS
 from featpipe.errors import FeatpipeError
 
 FORMAT_VERSION = 1
-SPLIT_DATASETS = ("features", "labels", "paths", "skipped_paths", "skipped_reasons")
+# Each split's datasets (a part file holds the same ones, plus its row numbers: featpipe.parts).
+FEATURES, LABELS, PATHS, SKIPPED_PATHS, SKIPPED_REASONS = SPLIT_DATASETS = (
+    "features", "labels", "paths", "skipped_paths", "skipped_reasons")
+SECONDS = "seconds"  # a split's attribute: wall time spent extracting it
+STR = h5py.string_dtype("utf-8")
+# File attributes stored as themselves; every other one is JSON.
+_PLAIN_ATTRS = ("featpipe_format", "key")
+
+
+def ordered_splits(names) -> list[str]:
+    """Splits in the cache's order: train, validation, test, then any other by name."""
+    names = set(names)
+    return [s for s in SPLITS if s in names] + sorted(names - set(SPLITS))
+
+
+def write_header(file: h5py.File, key: str, attrs: dict) -> None:
+    """A new cache file's attributes: the format version, the key, and `attrs` (each stored as JSON)."""
+    for name, value in attrs.items():
+        file.attrs[name] = json.dumps(value, default=str)
+    file.attrs["featpipe_format"] = FORMAT_VERSION
+    file.attrs["key"] = key
+
+
+def create_split(file: h5py.File, split: str, rows: int, feature_shape: tuple[int, ...], dtype: str,
+                 compression: str | None) -> h5py.Group:
+    """A split's group with its features, labels and paths datasets sized for `rows` rows, to be filled in;
+    `finish_split` adds the skipped files and the timing."""
+    group = file.create_group(split)
+    # Fletcher-32 checksums per chunk: a flipped bit on disk is an error on read, not a silently wrong feature.
+    group.create_dataset(FEATURES, shape=(rows, *feature_shape), dtype=dtype,
+                         chunks=_chunks(feature_shape, dtype, rows), compression=compression, fletcher32=True)
+    group.create_dataset(LABELS, shape=(rows,), dtype=np.int32, fletcher32=True)
+    group.create_dataset(PATHS, shape=(rows,), dtype=STR)
+    return group
+
+
+def finish_split(group: h5py.Group, skipped: list[tuple[str, str]], seconds: float) -> None:
+    group.create_dataset(SKIPPED_PATHS, data=[path for path, _ in skipped], dtype=STR)
+    group.create_dataset(SKIPPED_REASONS, data=[reason for _, reason in skipped], dtype=STR)
+    group.attrs[SECONDS] = seconds
+
+
+def _chunks(shape: tuple[int, ...], dtype: str, n: int) -> tuple[int, ...]:
+    # About 1 MiB per chunk: big enough for fast sequential reads, small enough for row batches.
+    row_bytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    return (max(1, min(n, (1 << 20) // max(1, row_bytes))), *shape)
 
 
 def cache_file_name(label: str, key: str) -> str:
@@ -93,11 +139,11 @@ class FeatureCache:
             if not isinstance(group, h5py.Group) or any(
                     not isinstance(group.get(name), h5py.Dataset) for name in SPLIT_DATASETS):
                 raise damaged(f"split {split!r} lacks one of {', '.join(SPLIT_DATASETS)}")
-            rows = {group[name].shape[0] if group[name].shape else -1 for name in ("features", "labels", "paths")}
-            if len(rows) != 1 or group["skipped_paths"].shape != group["skipped_reasons"].shape \
-                    or "seconds" not in group.attrs:
+            rows = {group[name].shape[0] if group[name].shape else -1 for name in (FEATURES, LABELS, PATHS)}
+            if len(rows) != 1 or group[SKIPPED_PATHS].shape != group[SKIPPED_REASONS].shape \
+                    or SECONDS not in group.attrs:
                 raise damaged(f"split {split!r} has datasets of different lengths or no timing")
-            labels = group["labels"][()]
+            labels = group[LABELS][()]
             if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
                 raise damaged(f"split {split!r} has labels outside its {len(classes)} classes")
         return key, facts, classes
@@ -108,13 +154,11 @@ class FeatureCache:
     @property
     def attrs(self) -> dict:
         """Every file attribute, decoded."""
-        return {name: self._json_attr(name) for name in self._file.attrs if name not in ("key", "featpipe_format")}
+        return {name: self._json_attr(name) for name in self._file.attrs if name not in _PLAIN_ATTRS}
 
     @property
     def splits(self) -> list[str]:
-        return [s for s in ("train", "validation", "test") if s in self._file] + sorted(
-            s for s in self._file if s not in ("train", "validation", "test")
-        )
+        return ordered_splits(self._file)
 
     def _group(self, split: str) -> h5py.Group:
         if split not in self._file:
@@ -122,35 +166,35 @@ class FeatureCache:
         return self._file[split]
 
     def n_rows(self, split: str) -> int:
-        return self._group(split)["features"].shape[0]
+        return self._group(split)[FEATURES].shape[0]
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
-        return self._group(self.splits[0])["features"].shape[1:]
+        return self._group(self.splits[0])[FEATURES].shape[1:]
 
     def features(self, split: str) -> np.ndarray:
         with self._reading():
-            return self._group(split)["features"][()]
+            return self._group(split)[FEATURES][()]
 
     def labels(self, split: str) -> np.ndarray:
         with self._reading():
-            return self._group(split)["labels"][()]
+            return self._group(split)[LABELS][()]
 
     def paths(self, split: str) -> list[str]:
         with self._reading():
-            return self._group(split)["paths"].asstr()[()].tolist()
+            return self._group(split)[PATHS].asstr()[()].tolist()
 
     def skipped(self, split: str) -> list[tuple[str, str]]:
         group = self._group(split)
         with self._reading():
-            return list(zip(group["skipped_paths"].asstr()[()].tolist(),
-                            group["skipped_reasons"].asstr()[()].tolist()))
+            return list(zip(group[SKIPPED_PATHS].asstr()[()].tolist(),
+                            group[SKIPPED_REASONS].asstr()[()].tolist()))
 
     def timing(self, split: str) -> dict:
         """Extraction cost of a split: seconds of compute, images read (kept + skipped), images/s."""
         group = self._group(split)
-        images = group["features"].shape[0] + group["skipped_paths"].shape[0]
-        seconds = float(group.attrs["seconds"])
+        images = group[FEATURES].shape[0] + group[SKIPPED_PATHS].shape[0]
+        seconds = float(group.attrs[SECONDS])
         return {"seconds": seconds, "images": images, "images_per_second": images / seconds if seconds else None}
 
     def total_timing(self) -> dict:
@@ -163,13 +207,13 @@ class FeatureCache:
     def iter_batches(self, split: str, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(features, labels) row chunks in order, never more than `batch_size` rows in memory."""
         group = self._group(split)
-        for start in range(0, group["features"].shape[0], batch_size):
+        for start in range(0, group[FEATURES].shape[0], batch_size):
             with self._reading():
-                batch = group["features"][start : start + batch_size], group["labels"][start : start + batch_size]
+                batch = group[FEATURES][start : start + batch_size], group[LABELS][start : start + batch_size]
             yield batch
 
     def nbytes_in_memory(self, split: str) -> int:
-        features = self._group(split)["features"]
+        features = self._group(split)[FEATURES]
         return int(np.prod(features.shape)) * features.dtype.itemsize
 
     def describe(self) -> dict:
@@ -178,7 +222,7 @@ class FeatureCache:
         return {
             "path": str(self.path), "key": self.key, "backbone": attrs.get("backbone"),
             "weights": attrs.get("weights"), "image_size": attrs.get("image_size"), "pooling": attrs.get("pooling"),
-            "feature_shape": list(self.feature_shape), "dtype": str(self._group(self.splits[0])["features"].dtype),
+            "feature_shape": list(self.feature_shape), "dtype": str(self._group(self.splits[0])[FEATURES].dtype),
             "classes": self.classes, "rows": {s: self.n_rows(s) for s in self.splits},
             "skipped": {s: len(self.skipped(s)) for s in self.splits},
             "timing": {s: self.timing(s) for s in self.splits},
@@ -201,4 +245,7 @@ def list_caches(cache_dir: str | os.PathLike) -> tuple[list[Path], list[Path]]:
     cache_dir = Path(cache_dir)
     if not cache_dir.is_dir():
         raise FeatpipeError(f"cache directory not found: {cache_dir}")
-    return sorted(cache_dir.glob("*.h5")), sorted(cache_dir.glob("*.h5.partial"))
+    def visible(paths):  # not the hidden temporary file of a cache being assembled (featpipe.atomic)
+        return sorted(p for p in paths if not p.name.startswith("."))
+
+    return visible(cache_dir.glob("*.h5")), visible(cache_dir.glob("*.h5.partial"))

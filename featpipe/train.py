@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import clone
 
+from featpipe.choices import SPLITS
 from featpipe.data import load_image_folder
-from featpipe.errors import FeatpipeError
+from featpipe.errors import ArgumentError, FeatpipeError
 from featpipe.heads.base import CachedSplit, Head, chunks, default_max_memory, format_bytes
 from featpipe.metrics import classification_metrics
 from featpipe.run_predictions import SplitPredictions, write_predictions
@@ -31,7 +32,6 @@ from featpipe.runs import (RUN_FILE, RunRecord, finish_run, is_complete, load_ru
                            timing, verified_model_file)
 from featpipe.store import FeatureCache
 
-SPLITS = ("train", "validation", "test")
 _SIZE = re.compile(r"(\d+(?:\.\d*)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
 
 
@@ -166,11 +166,11 @@ def _features(cache: FeatureCache, head: Head, max_memory: int) -> tuple[dict, b
         return {split: cache.features(split) for split in SPLITS}, False
     if head.can_stream():
         return {split: CachedSplit.of(cache, split) for split in SPLITS}, True
-    raise FeatpipeError(
+    raise ArgumentError(
         f"head {head.name} needs the features in memory: about {format_bytes(needed)} for train + validation + "
-        f"test, over --max-memory {format_bytes(max_memory)}; raise --max-memory, use --head logreg, linear-svm "
-        "or dense (they stream from the cache), or re-extract smaller features (--pooling avg, --dtype float16)"
-    )
+        f"test, over {{max_memory}} {format_bytes(max_memory)}; raise {{max_memory}}, use {{head}} logreg, "
+        "linear-svm or dense (they stream from the cache), or re-extract smaller features ({pooling} avg, "
+        "{dtype} float16)", "max_memory", "head", "pooling", "dtype")
 
 
 def check_finite(cache: FeatureCache, features: dict) -> None:
@@ -180,10 +180,10 @@ def check_finite(cache: FeatureCache, features: dict) -> None:
         bad = sum(int(np.count_nonzero(~np.isfinite(chunk.reshape(len(chunk), -1)).all(axis=1)))
                   for chunk in chunks(features[split]))
         if bad:
-            hint = ("float16 storage overflows: re-extract with --dtype float32" if cache.facts.get("dtype") == "float16"
+            hint = ("float16 storage overflows: re-extract with {dtype} float32" if cache.facts.get("dtype") == "float16"
                     else "re-extract it (its base may produce NaN on some images)")
-            raise FeatpipeError(f"{cache.path.name}: {bad} of {len(features[split])} {split} rows hold non-finite "
-                                f"features (NaN or inf), which no head can train on; {hint}")
+            raise ArgumentError(f"{cache.path.name}: {bad} of {len(features[split])} {split} rows hold non-finite "
+                                f"features (NaN or inf), which no head can train on; {hint}", "dtype")
 
 
 def _check_classes(cache: FeatureCache, train_labels: np.ndarray) -> None:

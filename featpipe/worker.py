@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import signal
 import sys
 import time
@@ -19,52 +20,39 @@ from featpipe.parts import Part
 
 EXIT_ERROR, EXIT_TERMINATED = 1, 143
 M_ARENA_MAX = -8  # glibc's mallopt parameter number
+PR_SET_PDEATHSIG = 1  # Linux prctl option
 
 
-def run_job(job: dict, parts: list[Part], *, threads: int | None = None, progress: bool = False) -> dict:
-    """Extract `parts` of the extraction `job` describes (Extraction.job()); returns the writer's figures.
+def run_job(job: dict, parts: list[Part], *, threads: int | None = None, progress: bool = False,
+            ready=None) -> dict:
+    """Extract `parts` of the extraction `job` describes (Extraction.to_json()); returns the writer's figures.
 
     The worker's own start-up (loading the dataset listing and the base) is counted in its first part.
+    `ready()`, if given, is called once the extraction is loaded, just before the first part starts.
     """
-    from featpipe.extract import run_parts
+    from featpipe.extraction import run_parts
 
     start = time.perf_counter()
     extraction = load_job(job, threads=threads)
+    if ready:
+        ready()
     return run_parts(extraction, parts, progress=progress, threads=threads,
                      setup_seconds=time.perf_counter() - start)
 
 
 def load_job(job: dict, *, threads: int | None = None):
-    """Rebuild the Extraction (dataset, base with its model loaded) that `job` describes, in this process.
+    """This process kept to `threads` cores, then the Extraction `job` describes, rebuilt (Extraction.from_json).
 
-    Long-lived workers (a Ray actor) call it once and then run many parts with featpipe.extract.run_parts.
+    Long-lived workers (a Ray actor) call it once and then run many parts with featpipe.extraction.run_parts.
     """
     import tensorflow as tf
+
+    from featpipe.extraction import Extraction
 
     if threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
-
-    from featpipe import runtime
-    from featpipe.backbones import load_backbone
-    from featpipe.data import load_image_folder
-    from featpipe.extract import plan_extraction
-
-    data = load_image_folder(**job["data"])
-    recipe = job["backbone"]
-    # A worker is given its precision (resolved by the planner), never guesses it: every worker must build the
-    # same model and compute the same key. The scope also lets its one GPU grow memory as needed.
-    with runtime.precision_scope(job["precision"]):
-        backbone = load_backbone(recipe["spec"], weights=recipe["weights"], image_size=recipe["image_size"],
-                                 preprocess=recipe["preprocess"], seed=recipe["seed"])
-    extraction = plan_extraction(
-        data, backbone, job["cache_dir"], splits=job["splits"], pooling=job["pooling"], dtype=job["dtype"],
-        batch_size=job["batch_size"], compression=job["compression"],
-        crop_to_aspect_ratio=job["crop_to_aspect_ratio"], content_hash=job["content_hash"],
-        precision=job["precision"])
-    if extraction.key != job["key"]:
-        raise FeatpipeError("the dataset or the base changed since this extraction was planned; run it again")
-    return extraction
+    return Extraction.from_json(job)
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
@@ -80,18 +68,36 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         pass
 
 
+def _terminate_with_parent() -> None:
+    """Workers run in their own session (featpipe.distribute), out of reach of a terminal's hang-up: the
+    kernel sends this one SIGTERM when its parent dies, so it never outlives the extraction (Linux only)."""
+    try:
+        ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 def _terminate(signum, frame):
     raise KeyboardInterrupt  # unwinds through run_parts, which commits the finished parts
 
 
 def main() -> None:
-    """``python -m featpipe.worker``: a JSON object {"job", "parts", "threads"} on stdin."""
+    """``python -m featpipe.worker``: a JSON object {"job", "parts", "threads"} on stdin.
+
+    Until its parts start, a worker has nothing to commit: SIGTERM keeps its default action and ends it at
+    once, even inside TensorFlow's import or the model's loading (which hold off Python signal handlers).
+    From the first part on, SIGTERM unwinds like Ctrl-C, so finished parts are written before it exits.
+    """
     limit_malloc_arenas()
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _terminate_with_parent()
     request = json.load(sys.stdin)
+    if request.get("parent") not in (None, os.getppid()):
+        sys.exit(EXIT_TERMINATED)  # the parent died before the kernel could be told to end this worker with it
     parts = [Part(*p) for p in request["parts"]]
     try:
-        run_job(request["job"], parts, threads=request.get("threads"), progress=request.get("progress", False))
+        run_job(request["job"], parts, threads=request.get("threads"), progress=request.get("progress", False),
+                ready=lambda: signal.signal(signal.SIGTERM, _terminate))
     except FeatpipeError as e:
         print(f"featpipe: error: {e}", file=sys.stderr)
         sys.exit(EXIT_ERROR)

@@ -2,18 +2,16 @@
 
 The queue is bounded, so at most `queue_size` parts wait in memory; if the disk is slower than the model the
 forward loop waits, and that wait is measured. A write error stops the writer and is raised in the forward
-loop at its next hand-over, as a one-line error when the disk is full.
+loop at its next hand-over (a full disk is one line, composed by featpipe.atomic).
 """
 
 from __future__ import annotations
 
-import errno
 import queue
 import threading
 import time
 from pathlib import Path
 
-from featpipe.errors import FeatpipeError
 from featpipe.parts import PartData, write_part
 
 
@@ -63,11 +61,6 @@ class PartWriter:
                 self._queue.task_done()
 
     def _raise_error(self) -> None:
-        error = self._error
-        if error is None:
-            return
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-            raise FeatpipeError(f"no space left on device writing {self.directory}") from None
-        if isinstance(error, OSError):
-            raise FeatpipeError(f"cannot write part files to {self.directory}: {error.strerror or error}") from None
-        raise error
+        # write_part's errors are already one line ("no space left on device writing <part file>").
+        if self._error is not None:
+            raise self._error

@@ -58,7 +58,7 @@ def real_cache(root: Path, model_file: str, classes=("cat", "dog"), pooling: str
     from conftest import make_dataset
     from featpipe.backbones import load_backbone
     from featpipe.data import load_image_folder
-    from featpipe.extract import extract
+    from featpipe.extraction import extract
 
     data = make_dataset(root / "data", classes=classes, per_split={"train": 8, "validation": 4, "test": 4},
                         corrupt=corrupt)

@@ -69,6 +69,7 @@ ASSEMBLE_UNDER_A_LOW_FILE_LIMIT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_more_parts_than_the_open_file_limit(tmp_path):
     workdir, features = _workdir(tmp_path, rows=300, part_rows=1)
     assert len(workdir.plan()) == 302  # 300 train parts + 2 test parts

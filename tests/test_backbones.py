@@ -44,6 +44,7 @@ def test_keras_application_random_init_is_reproducible():
     assert _features(a).shape == (2, 256)
 
 
+@pytest.mark.slow
 def test_keras_application_weights_file(tmp_path):
     random_init = load_backbone("keras:MobileNet(alpha=0.25)", weights="none", image_size=32, seed=5)
     path = str(tmp_path / "w.weights.h5")
@@ -109,7 +110,7 @@ def test_preprocess_override_and_bad_inputs(tiny_model_file, tmp_path):
     assert load_backbone(tiny_model_file, preprocess="caffe").preprocessing["bgr"] is True
     with pytest.raises(FeatpipeError, match="no such model file"):
         load_backbone(str(tmp_path / "missing" / "model.keras"))
-    with pytest.raises(FeatpipeError, match="--weights must be"):
+    with pytest.raises(FeatpipeError, match="^weights must be"):
         load_backbone(tiny_model_file, weights="imagenet21k")
     with pytest.raises(FeatpipeError, match="takes 32x32 images only, not 24x24"):
         load_backbone(tiny_model_file, image_size=24)

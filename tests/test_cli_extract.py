@@ -44,6 +44,7 @@ def test_extract_then_cached_then_inspect(corrupt_dataset, tiny_model_file, tmp_
     assert ["train/cat/text.png", "cannot identify image file"] in described["skipped_files"]["train"]
 
 
+@pytest.mark.slow
 def test_random_weights_are_announced(dataset, tmp_path):
     result = run("extract", dataset, "--backbone", "keras:MobileNet(alpha=0.25)", "--weights", "none",
                  "--image-size", 32, "--cache-dir", tmp_path, "-q")
@@ -168,6 +169,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_more_parts_than_open_files_under_ulimit(tmp_path, tiny_model_file):
     import subprocess
     import sys
@@ -209,7 +211,8 @@ def test_extract_and_predict_skip_hostile_files_and_record_why(tmp_path, tiny_mo
     assert predicted.exit_code == 0, predicted.output
     import csv
 
-    rows = {r["path"].rsplit("/", 1)[1]: r for r in csv.DictReader(open(out))}
+    with open(out, newline="") as f:
+        rows = {r["path"].rsplit("/", 1)[1]: r for r in csv.DictReader(f)}
     assert rows["bomb.png"]["error"].startswith("image claims") and rows["fifo.jpg"]["error"].endswith("FIFO")
     assert rows["outside.jpg"]["predicted_class"] in ("cat", "dog") and not rows["outside.jpg"]["error"]
 

@@ -26,6 +26,7 @@ def _summary(result) -> dict:
     return json.loads(result.output.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_finetune_writes_a_run_as_asked_and_reuses_it(tmp_path, dataset, tiny_model_file):
     args = [dataset, "--backbone", tiny_model_file, *FAST, "--unfreeze-from", "conv2", "--optimizer", "adam",
             "--augment", "flip=vertical", "--pooling", "max", "--runs-dir", tmp_path, "--json"]
@@ -60,6 +61,7 @@ def test_finetune_writes_a_run_as_asked_and_reuses_it(tmp_path, dataset, tiny_mo
     assert not _summary(forced)["reused"]
 
 
+@pytest.mark.slow
 def test_the_command_leaves_the_dtype_policy_as_it_found_it(tmp_path, dataset, tiny_model_file):
     result = _invoke(dataset, "--backbone", tiny_model_file, *FAST, "--epochs", "0", "--precision", "mixed",
                      "--runs-dir", tmp_path, "--json")
@@ -72,7 +74,7 @@ def test_the_command_leaves_the_dtype_policy_as_it_found_it(tmp_path, dataset, t
 
 @pytest.mark.parametrize("extra, message", [
     (["--unfreeze-from", "conv9"], "the base has no layer 'conv9'"),
-    (["--unfreeze-top", "99"], "--unfreeze-top must be between 1 and 5"),
+    (["--unfreeze-top", "99"], "unfreeze top:N must have N between 1 and 5"),
     (["--unfreeze-top", "2", "--unfreeze-all"], "use only one of"),
     (["--epochs", "-1"], "--epochs must be 0 or more"),
     (["--augment", "flip,warp=1"], "unknown augmentation 'warp'"),
@@ -99,6 +101,7 @@ def test_one_class_is_refused_up_front(tmp_path, tiny_model_file):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_full_disk_is_one_line_and_leaves_no_finished_run(tmp_path, dataset, tiny_model_file, small_disk):
     """Issue 9, case 4: no h5py tracebacks, no segmentation fault."""

@@ -15,6 +15,7 @@ def run(*args):
     return result
 
 
+@pytest.mark.slow
 def test_grid_then_report_on_its_runs(dataset, tiny_model_file, tmp_path):
     grid = run("compare", dataset, "-b", tiny_model_file, "--head", "logreg", "--head", "linear-svm",
                "--cache-dir", tmp_path / "cache", "--runs-dir", tmp_path / "runs", "-o", tmp_path / "r1", "-q", "--json")

@@ -41,6 +41,7 @@ def test_sigterm_exits_143_with_a_resume_hint():
     assert signal.getsignal(signal.SIGTERM) is before  # the handlers are the command's only
 
 
+@pytest.mark.slow
 def test_an_interrupt_inside_a_finalizer_is_delivered_again():
     class Finalised:
         def __del__(self):
@@ -76,6 +77,7 @@ SIGTERM_AFTER_TWO_PARTS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_sigterm_during_extract_keeps_the_finished_parts(dataset, tiny_model_file, tmp_path):
     args = ["extract", str(dataset), "--backbone", tiny_model_file, "--cache-dir", str(tmp_path / "cache"),

@@ -16,6 +16,7 @@ def small_target(monkeypatch):
     monkeypatch.setattr(demo_data, "DEMO_SPLIT_SIZES", SMALL_TARGET)
 
 
+@pytest.mark.slow
 def test_demo_pretrains_a_base_then_compares_it_with_end_to_end_and_a_random_copy(tmp_path, small_target):
     result = demo.run_demo(tmp_path / "out", epochs=1, fine_tune_epochs=1, progress=False,
                            base_cache=tmp_path / "bases", pretrain_config=TINY)
@@ -56,6 +57,7 @@ def stop_at_the_grid(monkeypatch) -> list:
     return experiments
 
 
+@pytest.mark.slow
 def test_a_second_demo_reuses_the_pretrained_base(tmp_path, small_target, monkeypatch):
     base = pretrain.pretrained_base(tmp_path / "bases", TINY, verbose=False)
     monkeypatch.setattr(pretrain, "_pretrain", lambda *args: pytest.fail("pretrained again"))
@@ -83,6 +85,7 @@ def test_the_default_base_cache_follows_xdg(monkeypatch, tmp_path):
     assert demo.default_base_cache() == tmp_path / "featpipe" / "bases"
 
 
+@pytest.mark.slow
 def test_a_users_base_on_the_generated_target_task(tmp_path, tiny_model_file, small_target):
     result = demo.run_demo(tmp_path / "out", backbone=tiny_model_file, epochs=1, fine_tune_epochs=1,
                            progress=False, control=False)

@@ -12,6 +12,7 @@ def _grid(dataset, model_file, tmp_path, **kwargs):
                       params=["dense.epochs=2"], **kwargs)
 
 
+@pytest.mark.slow
 def test_grid_runs_every_head_on_one_cache_and_finetunes(dataset, tiny_model_file, tmp_path):
     run_dirs, notes = run_experiment(_grid(dataset, tiny_model_file, tmp_path, finetune=True, epochs=1,
                                            fine_tune_epochs=1), progress=False)
@@ -21,6 +22,7 @@ def test_grid_runs_every_head_on_one_cache_and_finetunes(dataset, tiny_model_fil
     assert len(list((tmp_path / "cache").glob("*.h5"))) == 1 and notes == []
 
 
+@pytest.mark.slow
 def test_interrupted_grid_resumes_with_finished_runs_reused(dataset, tiny_model_file, tmp_path, monkeypatch):
     real_train_head = train.train_head
 

@@ -11,8 +11,9 @@ import pytest
 from conftest import make_dataset
 from featpipe.backbones import load_backbone
 from featpipe.data import load_image_folder
+from featpipe.distribute import LocalEngine
 from featpipe.errors import FeatpipeError
-from featpipe.extract import extract, extract_shard, merge
+from featpipe.extraction import extract, extract_shard, merge
 from featpipe.pipeline import indexed_images
 from featpipe.store import FeatureCache
 from featpipe.workdir import WorkDir
@@ -42,6 +43,7 @@ def test_extracts_every_split_and_records_skipped(corrupt_dataset, base, tmp_pat
         np.testing.assert_allclose(cache.features("test"), base.feature_model("avg")(images), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_second_run_is_cached_and_any_change_makes_a_new_file(dataset, base, tmp_path):
     data = load_image_folder(dataset)
     first = extract(data, base, tmp_path, batch_size=5, progress=False)
@@ -105,7 +107,7 @@ KILLER = textwrap.dedent("""
     from featpipe import writer
     from featpipe.backbones import load_backbone
     from featpipe.data import load_image_folder
-    from featpipe.extract import extract
+    from featpipe.extraction import extract
 
     data, model, cache, kill_after = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     original, written = writer.write_part, []
@@ -123,6 +125,7 @@ KILLER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_equals_an_uninterrupted_run(corrupt_dataset, tiny_model_file, tmp_path, capsys):
     killed = subprocess.run(
         [sys.executable, "-c", KILLER, str(corrupt_dataset), tiny_model_file, str(tmp_path / "resumed"), "2"],
@@ -171,13 +174,15 @@ def test_shards_in_any_order_with_reruns_equal_one_process(corrupt_dataset, base
     assert extract_shard(data, base, tmp_path / "sharded", shard=(0, 3), progress=False).cached
 
 
+@pytest.mark.slow
 def test_worker_processes_equal_one_process(corrupt_dataset, base, tmp_path):
     data = load_image_folder(corrupt_dataset)
     whole = extract(data, base, tmp_path / "whole", batch_size=4, progress=False)
-    workers = extract(data, base, tmp_path / "workers", batch_size=3, workers=2, part_rows=4, progress=False)
+    workers = extract(data, base, tmp_path / "workers", batch_size=3, engine=LocalEngine([None, None]), part_rows=4,
+                      progress=False)
     assert_same_cache(workers.path, whole.path)
     with pytest.raises(FeatpipeError, match="needs a backbone made by load_backbone"):
-        extract(data, replace(base, recipe={}), tmp_path / "by-hand", workers=2, progress=False)
+        extract(data, replace(base, recipe={}), tmp_path / "by-hand", engine=LocalEngine([None, None]), progress=False)
 
 
 # Loaded by every worker process (through PYTHONPATH): the worker that reaches the validation split is
@@ -196,6 +201,7 @@ KILL_A_WORKER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_named_and_the_rerun_finishes_the_rest(corrupt_dataset, base, tmp_path, monkeypatch):
     data = load_image_folder(corrupt_dataset)
     (tmp_path / "hook").mkdir()
@@ -203,12 +209,13 @@ def test_a_killed_worker_is_named_and_the_rerun_finishes_the_rest(corrupt_datase
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "hook"), *sys.path]))
     with pytest.raises(FeatpipeError, match=r"worker 1/2 \(CPU\) was killed by signal 9 \(SIGKILL\) \(log: \S+worker-1\.log\)\..*run the same command "
                                             r"again to extract the 4 missing parts"):
-        extract(data, base, tmp_path / "c", batch_size=4, workers=2, part_rows=4, progress=False)
+        extract(data, base, tmp_path / "c", batch_size=4, engine=LocalEngine([None, None]), part_rows=4,
+                progress=False)
     partial = next((tmp_path / "c").glob("*.partial"))
     kept = sorted(p.name for p in partial.glob("*.h5"))
     assert len(kept) == 4 and all(name.startswith("train-") for name in kept)  # both workers' train parts
 
     monkeypatch.delenv("PYTHONPATH")
-    rerun = extract(data, base, tmp_path / "c", batch_size=4, workers=2, progress=False)
+    rerun = extract(data, base, tmp_path / "c", batch_size=4, engine=LocalEngine([None, None]), progress=False)
     whole = extract(data, base, tmp_path / "whole", batch_size=4, progress=False)
     assert_same_cache(rerun.path, whole.path)

@@ -50,6 +50,7 @@ def _short(paths: list[str]) -> set[str]:
     return {"/".join(p.split("/")[-2:]) for p in paths}
 
 
+@pytest.mark.slow
 def test_frozen_phase_trains_only_the_head_then_the_top_layers_join(finished):
     frozen, fine_tune = finished["log"].trainable
     assert _short(frozen) == HEAD_WEIGHTS
@@ -81,6 +82,7 @@ def test_the_callers_backbone_is_never_changed(finished):
     assert not backbone.model.trainable and not any(layer.trainable_weights for layer in backbone.model.layers)
 
 
+@pytest.mark.slow
 def test_unfreeze_all_trains_the_whole_base_but_keeps_it_in_inference_mode(tmp_path, dataset):
     # A base with dropout inside: the training model must still call it in inference mode.
     inputs = keras.Input((32, 32, 3))
@@ -138,12 +140,14 @@ def test_saved_model_maps_images_to_probabilities_without_augmentation(finished)
     np.testing.assert_allclose(found.proba, proba, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_saved_model_loads_with_plain_keras_without_featpipe(finished, tmp_path):
     images = finished["images"].numpy()
     served = outputs_without_featpipe(finished["result"].run_dir / "model.keras", images, tmp_path)
     np.testing.assert_allclose(served, finished["tuner"].model_(images).numpy(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_finished_run_is_reused_and_other_params_make_another_run(finished, tiny_model_file):
     data, root = finished["data"], finished["root"]
     again = run_finetune(data, tiny_tuner(tiny_model_file, unfreeze="top:2"), root / "runs")
@@ -154,6 +158,7 @@ def test_finished_run_is_reused_and_other_params_make_another_run(finished, tiny
     assert not other.reused and other.run_dir != again.run_dir
 
 
+@pytest.mark.slow
 def test_force_starts_over_a_finished_run(tmp_path, dataset, tiny_model_file):
     data = load_image_folder(dataset)
     params = {"augment": "none", "fine_tune_epochs": 0}
@@ -168,6 +173,7 @@ def test_force_starts_over_a_finished_run(tmp_path, dataset, tiny_model_file):
     assert forced.run["created"] >= first.run["created"] and runs.is_complete(forced.run_dir)
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_from_its_last_finished_epoch(tmp_path, tiny_model_file):
     data = load_image_folder(make_dataset(tmp_path / "data", classes=("cat", "dog", "fox")))
     first = EpochLog(interrupt_after=0)
@@ -201,12 +207,12 @@ def test_unfreeze_specs_resolve_to_a_layer_index(tiny_model_file):
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"epochs": -1}, "--epochs must be 0 or more"),
+    ({"epochs": -1}, "^epochs must be 0 or more"),  # Python callers read argument names
     ({"epochs": 0, "fine_tune_epochs": 0}, "nothing to train"),
-    ({"optimizer": "sgd"}, "--optimizer must be one of"),
+    ({"optimizer": "sgd"}, "^optimizer must be one of"),
     ({"fine_tune_learning_rate": 0}, "must be positive"),
     ({"augment": "flip,blur=2"}, "unknown augmentation 'blur'"),
-    ({"unfreeze": "top:0"}, "--unfreeze-top must be between"),
+    ({"unfreeze": "top:0"}, "^unfreeze top:N must have N between"),
 ])
 def test_bad_options_are_clear_errors(tiny_model_file, params, message):
     with pytest.raises(FeatpipeError, match=message):
@@ -223,6 +229,7 @@ def test_dataset_without_validation_or_test_is_refused(tmp_path, tiny_model_file
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_gpu_configuration_mixed_precision_and_augmentation_in_the_model(dataset, tiny_model_file):
     with precision_scope("mixed"):
         base_policy_built = keras.mixed_precision.dtype_policy().name
@@ -329,6 +336,7 @@ os._exit(0)  # skips TensorFlow's teardown, which lingers for many seconds after
 """
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_over_two_devices_trains_resumes_and_records_the_global_batch(tmp_path, tiny_model_file):
     data = make_dataset(tmp_path / "data", per_split={"train": 4, "validation": 2, "test": 2})
     images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
@@ -375,6 +383,7 @@ def test_devices_choose_the_strategy_and_replicas_are_part_of_the_run_key(datase
             tiny_tuner(tiny_model_file, devices=devices).check()
 
 
+@pytest.mark.slow
 def test_one_named_device_trains_under_one_device_strategy(dataset, tiny_model_file):
     tuner = tiny_tuner(tiny_model_file, devices=["/cpu:0"], augment="none", fine_tune_epochs=0)
     tuner.fit(load_image_folder(dataset))

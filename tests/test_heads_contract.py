@@ -39,8 +39,15 @@ def expected_failed_checks(head) -> dict:
     return EXPECTED_FAILED.get(head.name, {})
 
 
-@parametrize_with_checks([quick(name) for name in HEADS], expected_failed_checks=expected_failed_checks)
+@parametrize_with_checks([quick(name) for name in HEADS if name != "dense"],
+                         expected_failed_checks=expected_failed_checks)
 def test_scikit_learn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+@pytest.mark.slow  # dozens of Keras fits: about 5 minutes on 2 cores
+@parametrize_with_checks([quick("dense")], expected_failed_checks=expected_failed_checks)
+def test_scikit_learn_estimator_checks_on_the_dense_head(estimator, check):
     check(estimator)
 
 
@@ -64,7 +71,8 @@ def test_clone_keeps_the_parameters_verbatim_and_drops_the_fit(name):
     assert head.classes_.tolist() == [0, 1, 2] and head.n_features_in_ == X.shape[1]
 
 
-@pytest.mark.parametrize("name", HEADS)
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name == "dense" else name
+                                  for name in HEADS])
 def test_pipeline_grid_search_and_cross_val_score(name):
     (X, y), (X_test, y_test) = _data()
     labels = np.array(["cat", "dog", "fox"])

@@ -20,7 +20,8 @@ def _fit(data, seed=0, **params):
     return make_head("dense", {**FAST, **params}, seed=seed).fit(*data["train"], **validation(data))
 
 
-@pytest.mark.parametrize("n_classes, spatial", [(2, False), (3, False), (3, True)])
+@pytest.mark.parametrize("n_classes, spatial", [(2, False), pytest.param(3, False, marks=pytest.mark.slow),
+                                                 pytest.param(3, True, marks=pytest.mark.slow)])
 def test_learns_binary_multiclass_and_spatial_features(n_classes, spatial):
     data = splits(n_classes=n_classes, spatial=spatial, spread=2.0)
     head = _fit(data)
@@ -32,6 +33,7 @@ def test_learns_binary_multiclass_and_spatial_features(n_classes, spatial):
     assert head.predict_proba(X).shape == (len(y), n_classes)
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_the_best_epoch_and_its_history():
     data = splits(spread=2.0)
     head = _fit(data, epochs=30, patience=2, learning_rate=0.05)
@@ -46,6 +48,7 @@ def test_early_stopping_keeps_the_best_epoch_and_its_history():
     assert loss == pytest.approx(history["val_loss"][best], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_same_seed_same_predictions_and_save_load_round_trip(tmp_path):
     data = splits(n_classes=3, spread=2.0)
     X = data["test"][0]
@@ -58,6 +61,7 @@ def test_same_seed_same_predictions_and_save_load_round_trip(tmp_path):
     assert loaded.history_ == first.history_
 
 
+@pytest.mark.slow
 def test_grid_over_learning_rate_and_normalisation_layers():
     data = splits(spread=2.0)
     head = _fit(data, learning_rate="0.001,0.01", normalize="standard", optimizer="adam", epochs=3)
@@ -67,6 +71,7 @@ def test_grid_over_learning_rate_and_normalisation_layers():
     assert any(layer.name == "l2_normalize" for layer in l2.model_.layers)
 
 
+@pytest.mark.slow
 def test_streams_features_from_the_cache(tmp_path):
     path = synthetic_cache(tmp_path, n_classes=3)
     with FeatureCache(path) as cache:
@@ -87,6 +92,7 @@ def _badly_scaled(rows: int, seed: int):
     return np.hstack([X * 1e-3, noise * 1e3]).astype(np.float32), y
 
 
+@pytest.mark.slow
 def test_standardised_by_default_so_badly_scaled_features_are_learned(tmp_path):
     data = {s: _badly_scaled(n, i) for i, (s, n) in enumerate({"train": 400, "validation": 200, "test": 200}.items())}
     X, y = data["test"]

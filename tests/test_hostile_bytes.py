@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from featpipe import predict as predict_module
+from featpipe import prediction as predict_module
 from featpipe.pipeline import indexed_images, unreadable_reason
 
 
@@ -51,6 +51,7 @@ SETTINGS = settings(max_examples=25, deadline=10_000, suppress_health_check=[Hea
                                                                            HealthCheck.too_slow])
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 @SETTINGS
 @given(files=st.lists(hostile_files(), min_size=1, max_size=4))
@@ -70,6 +71,7 @@ def test_decode_path_decodes_or_records_a_reason(tmp_path_factory, files):
         assert isinstance(reason, str) and reason and "\n" not in reason
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 @SETTINGS
 @given(files=st.lists(hostile_files(), min_size=1, max_size=3))

@@ -1,4 +1,4 @@
-"""featpipe.predict: classify image files with a finished run; export a run as one Keras model."""
+"""featpipe.prediction: classify image files with a finished run; export a run as one Keras model."""
 
 import csv
 import os
@@ -13,7 +13,7 @@ from featpipe.heads import load_head, make_head
 from featpipe.model_parts import all_layers
 from featpipe.pipeline import indexed_images
 from featpipe.preprocessing import preprocessing_config
-from featpipe.predict import export, image_files, predict
+from featpipe.prediction import export, image_files, predict
 from featpipe.runs import RunRecord, finish_run, load_run, save_model_files, write_json
 from featpipe.store import FeatureCache
 from featpipe.train import open_for_training, train_head
@@ -58,6 +58,7 @@ def _cached_test_probabilities(runs, run_dir):
         return {str(runs["root"] / "data" / p): row for p, row in zip(cache.paths("test"), proba)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["logreg", "svm", "dense", "knn"])
 def test_csv_rows_match_the_head_on_cached_features(runs, images, tmp_path, head):
     result = predict(runs[head], images, tmp_path / "p.csv")
@@ -75,6 +76,7 @@ def test_csv_rows_match_the_head_on_cached_features(runs, images, tmp_path, head
         assert row["predicted_class"] == ["cat", "dog"][int(np.argmax(proba))] and row["error"] == ""
 
 
+@pytest.mark.slow
 def test_spatial_features_go_through_the_same_pooling_at_predict_time(tmp_path, tiny_model_file):
     spatial = _make_runs(tmp_path, tiny_model_file, "none", {"dense": {"epochs": 2, "units": 8}, "logreg": {}})
     for head in ("dense", "logreg"):
@@ -98,7 +100,8 @@ BUILT_IN = {"InputLayer", "Functional", "Dense", "Dropout", "Normalization", "Un
             "Reshape", "Conv2D", "BatchNormalization", "Flatten", "Identity", "Cast"}
 
 
-@pytest.mark.parametrize("head", ["dense", "logreg", "linear-svm", "svm", "knn"])
+@pytest.mark.parametrize("head", ["logreg", *(pytest.param(h, marks=pytest.mark.slow)
+                                               for h in ("dense", "linear-svm", "svm", "knn"))])
 def test_every_head_exports_as_one_model_with_the_same_probabilities_as_predict(runs, images, tmp_path, head):
     out, pixels, expected = _exported_and_predicted(runs, images, tmp_path, head)
     model = keras.saving.load_model(out)
@@ -117,7 +120,7 @@ def test_exports_load_with_plain_keras_without_featpipe(runs, images, tmp_path, 
 
 
 def test_an_export_that_disagrees_with_predict_is_not_written(runs, tmp_path, monkeypatch):
-    import featpipe.predict as predict_module
+    import featpipe.prediction as predict_module
 
     monkeypatch.setattr(predict_module, "EXPORT_TOLERANCE", -1.0)  # no difference is small enough
     with pytest.raises(FeatpipeError, match=r"differ from predict's by .*; not written"):

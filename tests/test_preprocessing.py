@@ -24,6 +24,7 @@ def test_the_layer_is_frozen():
     assert not layer.trainable and not layer.trainable_weights
 
 
+@pytest.mark.slow
 def test_scale_offset_per_channel_loads_with_plain_keras(tmp_path):
     """A saved model that carries its preprocessing loads without featpipe and computes the same."""
     config = preprocessing_config("scale_offset", [1 / 255, 2 / 255, 3 / 255], [0.0, -1.0, 1.0])

@@ -15,6 +15,7 @@ def tiny_base(tmp_path_factory):
     return pretrained_base(tmp_path_factory.mktemp("bases"), TINY, verbose=False)
 
 
+@pytest.mark.slow
 def test_pretraining_saves_a_base_and_its_record(tiny_base):
     assert not tiny_base.reused
     assert tiny_base.path.is_file() and tiny_base.path.suffix == ".keras"
@@ -97,6 +98,7 @@ def test_the_key_covers_what_determines_the_base(monkeypatch):
     assert TINY.key() not in keys
 
 
+@pytest.mark.slow
 def test_pretraining_learns_the_source_task():
     # Two easy classes, a few epochs: well above chance on held-out source images.
     config = dataclasses.replace(TINY, widths=(8, 16), per_class=40, validation_per_class=20, epochs=6,

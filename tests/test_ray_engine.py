@@ -14,7 +14,7 @@ from featpipe.backbones import load_backbone
 from featpipe.cli import main
 from featpipe.data import load_image_folder
 from featpipe.errors import FeatpipeError
-from featpipe.extract import extract
+from featpipe.extraction import extract
 from featpipe.ray_engine import ActorShape, RayEngine, import_ray, plan_actors
 from test_extract import assert_same_cache
 
@@ -81,6 +81,7 @@ def _kill_two_actors(ray, stop: threading.Event) -> None:
                 time.sleep(0.005)
 
 
+@pytest.mark.slow
 def test_killed_actors_mean_a_retry_then_a_named_part_and_the_cli_rerun_does_the_rest(
         ray_cluster, corrupt_dataset, tiny_model_file, tmp_path, whole, caplog):
     data, base = load_image_folder(corrupt_dataset), load_backbone(tiny_model_file)

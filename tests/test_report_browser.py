@@ -90,6 +90,7 @@ def _probe(report, tmp_path, width):
     return json.loads(html.unescape(found.group(1)))
 
 
+@pytest.mark.slow
 def test_every_image_loads_the_page_fits_1280_px_and_the_table_sorts(report, tmp_path):
     state = _probe(report, tmp_path, 1280)
     thumbnails = state["thumbnails"]
@@ -107,6 +108,7 @@ def test_every_image_loads_the_page_fits_1280_px_and_the_table_sorts(report, tmp
     assert state["sortedByHead"] == sorted(state["sortedByHead"])
 
 
+@pytest.mark.slow
 def test_report_renders_as_is(report, tmp_path):
     dom = _chromium(tmp_path, "--dump-dom", report["html"].as_uri())
     assert '<table id="summary" class="sortable">' in dom

@@ -1,5 +1,6 @@
 import datetime
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,3 +155,36 @@ def test_training_onto_a_full_disk_is_one_line_and_leaves_no_model(tmp_path, sma
     assert result.output.startswith("featpipe: error: no space left on device writing") and result.output.count("\n") == 1
     run_dirs = list((small_disk / "runs").iterdir()) if (small_disk / "runs").exists() else []
     assert all(not (d / "run.json").exists() and not list(d.glob("model.*")) for d in run_dirs)
+
+
+FORMAT_V1 = Path(__file__).parent / "data" / "format-v1"  # written before issue 18: see its README
+
+
+def test_a_run_json_from_before_issue_18_reads_and_is_written_back_the_same():
+    info = json.loads((FORMAT_V1 / "run" / "run.json").read_text())
+    rec = RunRecord.from_json(info)
+    assert rec.name == "logreg-v1" and rec.dataset["classes"] == ["cat", "dog"] and rec.details["streamed"] is False
+    assert {**rec.to_json(), "model_sha256": info["model_sha256"], "status": "complete"} == info
+
+
+def test_load_run_gives_the_validated_record(tmp_path):
+    run_dir = finish_run(tmp_path / "r", record(details={"weights_id": "w"}), {})
+    loaded = load_run(run_dir)
+    assert loaded["record"] == record(details={"weights_id": "w"})
+
+
+@pytest.mark.parametrize("changes, bad", [
+    ({"kind": "other", "image_size": [32]}, "kind, image_size"),
+    ({"pretrained": 1, "seed": True}, "pretrained, seed"),
+    ({"dataset": {"classes": ["cat"]}}, "dataset"),
+    ({"name": None}, "name"),
+])
+def test_from_json_names_every_missing_or_bad_field(changes, bad):
+    info = {**record().to_json(), **changes}
+    with pytest.raises(FeatpipeError, match=f"^where/run.json is damaged: missing or bad {bad}$"):
+        RunRecord.from_json(info, "where/run.json")
+    without = {k: v for k, v in record().to_json().items() if k != "versions"}
+    with pytest.raises(FeatpipeError, match="missing or bad versions$"):
+        RunRecord.from_json(without)
+    with pytest.raises(FeatpipeError, match="expected a JSON object, got list"):
+        RunRecord.from_json([1])

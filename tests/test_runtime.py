@@ -13,6 +13,7 @@ from featpipe.errors import FeatpipeError
 from featpipe.runtime import compute_dtype, policy_name, precision_scope
 
 
+@pytest.mark.slow
 def test_importing_featpipe_sets_no_environment_variable():
     script = ("import os; before = dict(os.environ); import featpipe.runtime, featpipe.finetune; "
               "print(sorted(set(os.environ.items()) ^ set(before.items())))")

@@ -14,7 +14,7 @@ import pytest
 from conftest import make_dataset
 from featpipe.backbones import load_backbone
 from featpipe.data import load_image_folder
-from featpipe.extract import extract
+from featpipe.extraction import extract
 from featpipe.parts import shard_parts
 from featpipe.workdir import WorkDir
 from test_extract import assert_same_cache
@@ -71,6 +71,7 @@ def whole(data, tiny_model_file, tmp_path):
                    progress=False)
 
 
+@pytest.mark.slow
 def test_array_tasks_preempted_requeued_then_merged_equal_one_process(data, tiny_model_file, tmp_path, whole):
     cache = tmp_path / "cache"
     env = env_for(data, tiny_model_file, cache)

@@ -1,12 +1,17 @@
 import json
+import shutil
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from cache_fixtures import write_cache
+from cache_fixtures import part_data, write_cache
+from featpipe.assemble import assemble
 from featpipe.errors import FeatpipeError
+from featpipe.parts import Part, write_part
 from featpipe.store import FeatureCache, cache_file_name, list_caches
+from featpipe.workdir import WorkDir
 
 ATTRS = {"classes": ["a", "b"], "facts": {"x": 1}, "image_size": [8, 8]}
 
@@ -113,3 +118,48 @@ def test_a_flipped_feature_byte_is_detected_by_the_chunk_checksum(cache_file):
     with FeatureCache(cache_file) as cache:
         with pytest.raises(FeatpipeError, match="is damaged"):
             cache.features("train")
+
+
+# Written by the code before issue 18 (commit 635da3f; see tests/data/format-v1/README): a finished cache, an
+# interrupted extraction's work directory (its last part missing) and a run directory.
+FORMAT_V1 = Path(__file__).parent / "data" / "format-v1"
+
+
+def _layout(path: Path, values: bool = True) -> dict:
+    """Everything a reader of a cache or part file relies on: attributes, and each dataset's dtype, row shape,
+    chunking, filters (and rows and values)."""
+    found = {}
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                found[name] = (str(obj.dtype), obj.shape[1:], obj.compression, obj.fletcher32) + (
+                    (obj.shape, obj.chunks, obj[()].tolist()) if values else ())
+            found[f"{name}@"] = {k: (v if k != "seconds" and values else k) for k, v in obj.attrs.items()}
+
+        f.visititems(visit)
+        found["@"] = {k: (v if values else k) for k, v in f.attrs.items()}
+    return found
+
+
+def test_a_cache_written_before_issue_18_reads_as_it_did():
+    with FeatureCache(FORMAT_V1 / "cache.h5") as cache:
+        assert cache.key == "k" * 64 and cache.classes == ["cat", "dog"] and cache.splits == ["train", "test"]
+        assert cache.n_rows("train") == 6 and cache.skipped("train") == [("train/c/1.jpg", "empty file")]
+        assert cache.paths("test") == [f"test/c/{r}.jpg" for r in range(4)]
+        assert cache.features("train").dtype == np.float16 and cache.feature_shape == (3,)
+        assert cache.attrs["device"] == "CPU" and cache.timing("train")["seconds"] > 0
+
+
+def test_old_parts_resume_into_the_old_cache_layout(tmp_path):
+    # Today's code validates the old work directory's parts, writes the missing one and assembles: the file it
+    # makes has the old layout, attribute for attribute (so the old reader reads it too).
+    shutil.copytree(FORMAT_V1 / "resume.h5.partial", tmp_path / "resume.h5.partial")
+    workdir = WorkDir(tmp_path / "resume.h5")
+    missing = workdir.missing(workdir.plan())
+    assert missing == [Part("test", 3, 4)]
+    rng = np.random.default_rng(0)
+    features = {"train": rng.normal(size=(7, 3)).astype(np.float32), "test": rng.normal(size=(4, 3)).astype(np.float32)}
+    new_part = write_part(workdir.path, "k" * 64, part_data("test", 3, features["test"][3:4], [1]))
+    old_part = FORMAT_V1 / "resume.h5.partial" / "test-0000000000-0000000003.h5"
+    assert _layout(new_part, values=False) == _layout(old_part, values=False)  # other rows, the same format
+    assert _layout(assemble(workdir)) == _layout(FORMAT_V1 / "cache.h5")

@@ -85,7 +85,7 @@ def test_an_unfinished_run_is_redone(cache_path, tmp_path):
 def test_memory_limit_streams_dense_and_refuses_the_rbf_svm(cache_path, tmp_path):
     # 120 rows x 12 float32 features x 5 (stored + float64 copy + normalised copy)
     with pytest.raises(FeatpipeError, match=r"svm needs the features in memory: about 28.1 KiB .* 1.0 KiB; .*"
-                                            r"use --head logreg, linear-svm or dense"):
+                                            r"use head logreg, linear-svm or dense"):  # Python: argument names
         _train(cache_path, "svm", runs_dir=tmp_path, max_memory=1024)
     result = _train(cache_path, "dense", {"epochs": 2, "units": 8}, runs_dir=tmp_path, max_memory=1024)
     assert load_run(result.run_dir)["run"]["streamed"] is True and result.metrics["test"]["n"] == 30

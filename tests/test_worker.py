@@ -7,7 +7,7 @@ import pytest
 from featpipe.backbones import load_backbone
 from featpipe.data import load_image_folder
 from featpipe.errors import FeatpipeError
-from featpipe.extract import plan_extraction
+from featpipe.extraction import plan_extraction
 from featpipe.parts import Part
 from featpipe.worker import run_job
 
@@ -21,7 +21,7 @@ def job(dataset, tiny_model_file, tmp_path):
 
 
 def test_a_worker_rebuilds_the_extraction_and_writes_its_parts(job):
-    stats = run_job(job.job(), [Part("train", 4, 8), Part("test", 0, 4)])
+    stats = run_job(job.to_json(), [Part("train", 4, 8), Part("test", 0, 4)])
     assert sorted(p.name for p in job.workdir.path.glob("*.h5")) == [
         "test-0000000000-0000000004.h5", "train-0000000004-0000000008.h5"]
     assert stats["write_seconds"] > 0
@@ -30,12 +30,13 @@ def test_a_worker_rebuilds_the_extraction_and_writes_its_parts(job):
 def test_a_worker_refuses_a_job_whose_dataset_changed(job, dataset):
     (dataset / "test" / "dog" / "dog.0.jpg").unlink()
     with pytest.raises(FeatpipeError, match="changed since this extraction was planned"):
-        run_job(job.job(), [Part("train", 0, 4)])
+        run_job(job.to_json(), [Part("train", 0, 4)])
     assert not list(job.workdir.path.glob("*.h5"))
 
 
+@pytest.mark.slow
 def test_worker_process_entry_point(job):
-    request = {"job": job.job(), "parts": [["validation", 0, 4]], "threads": 1}
+    request = {"job": job.to_json(), "parts": [["validation", 0, 4]], "threads": 1}
     done = subprocess.run([sys.executable, "-m", "featpipe.worker"], input=json.dumps(request), text=True,
                           capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr

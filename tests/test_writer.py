@@ -1,10 +1,13 @@
 import errno
+import re
 import threading
 
 import numpy as np
 import pytest
 
 from cache_fixtures import part_data
+from featpipe import atomic
+from featpipe import parts as parts_module
 from featpipe import writer as writer_module
 from featpipe.errors import FeatpipeError
 from featpipe.parts import Part
@@ -59,15 +62,35 @@ def test_queued_parts_are_committed_on_close_after_an_interrupt(tmp_path):
 
 
 @pytest.mark.parametrize("code, message", [(errno.ENOSPC, "no space left on device writing"),
-                                           (errno.EACCES, "cannot write part files to")])
+                                           (errno.EACCES, "permission denied writing")])
 def test_a_write_error_reaches_the_forward_loop_as_one_line(tmp_path, monkeypatch, code, message):
-    def failing(directory, key, data):
+    def failing(*args, **kwargs):
         raise OSError(code, "boom")
 
-    monkeypatch.setattr(writer_module, "write_part", failing)
+    monkeypatch.setattr(parts_module.h5py, "File", failing)  # inside write_part, the real atomic write
     writer = PartWriter(tmp_path, "k")
     writer.put(_parts(1)[0])
-    with pytest.raises(FeatpipeError, match=message):
+    part_file = re.escape(str(tmp_path / _parts(1)[0].part.file_name))
+    with pytest.raises(FeatpipeError, match=f"^{message} {part_file}$"):
         writer.drain()
     with pytest.raises(FeatpipeError, match=message):
         writer.close()
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind
+
+
+def test_an_h5py_error_at_close_on_a_full_disk_is_a_full_disk(tmp_path, monkeypatch):
+    # h5py reports ENOSPC met while flushing at close as its own RuntimeError; the atomic helper knows it.
+    real_file = parts_module.h5py.File
+
+    class FullAtClose(real_file):
+        def close(self):
+            super().close()
+            raise RuntimeError("Disable slist on flush dest failure")
+
+    monkeypatch.setattr(parts_module.h5py, "File", FullAtClose)
+    monkeypatch.setattr(atomic, "_is_disk_full", lambda directory: True)
+    writer = PartWriter(tmp_path, "k")
+    writer.put(_parts(1)[0])
+    with pytest.raises(FeatpipeError, match="^no space left on device writing .*train-0000000000-0000000003.h5$"):
+        writer.close()
+    assert list(tmp_path.iterdir()) == []

@@ -23,7 +23,7 @@ import _thread
 import click
 
 from featpipe import __version__
-from featpipe.errors import FeatpipeError, Interrupted
+from featpipe.errors import ArgumentError, FeatpipeError, Interrupted
 
 EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 3, 128 + signal.SIGINT, 128 + signal.SIGTERM
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -79,7 +79,8 @@ class _Group(click.Group):
             with interrupt_handlers(), quiet_native_logs(quiet):
                 return super().invoke(ctx)
         except FeatpipeError as e:
-            click.echo(f"featpipe: error: {e}", err=True)
+            message = e.spelled(self._flag_of) if isinstance(e, ArgumentError) else str(e)
+            click.echo(f"featpipe: error: {message}", err=True)
             sys.exit(EXIT_ERROR)
         except KeyboardInterrupt as e:
             signum = getattr(e, "signum", signal.SIGINT)
@@ -88,13 +89,27 @@ class _Group(click.Group):
             sys.exit(128 + signum)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
             raise
-        except Exception as e:  # a bug: keep the log readable, but make the traceback available
+        except Exception as e:  # noqa: BLE001 - a bug: keep the log readable, but make the traceback available
             if os.environ.get("FEATPIPE_DEBUG"):
                 traceback.print_exc()
             first = (str(e).strip().splitlines() or [""])[0]
             click.echo(f"featpipe: internal error: {type(e).__name__}: {first} "
                        "(set FEATPIPE_DEBUG=1 for the traceback)", err=True)
             sys.exit(EXIT_INTERNAL)
+
+
+    def _flag_of(self, argument: str) -> str:
+        """The command-line flag of a library argument (`max_memory` -> `--max-memory`, `head` -> `--head`):
+        the option of that name or flag in any command (commands name one argument alike), else the argument."""
+        flag = f"--{argument.replace('_', '-')}"
+        commands = list(self.commands.values())
+        while commands:
+            command = commands.pop()
+            commands += list(getattr(command, "commands", {}).values())
+            for param in command.params:
+                if isinstance(param, click.Option) and (flag in param.opts or param.name == argument):
+                    return flag if flag in param.opts else max(param.opts, key=len)
+        return argument
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -18,7 +18,7 @@ def cache():
 @json_option
 def ls(cache_dir, as_json):
     """List finished cache files (and interrupted extractions)."""
-    from featpipe.extract import missing_parts
+    from featpipe.extraction import missing_parts
     from featpipe.store import FeatureCache, list_caches
 
     finished, partial = list_caches(cache_dir)
@@ -86,7 +86,7 @@ def merge(paths, cache_dir, as_json):
     Example (after a job array of `featpipe extract ... --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`):
       featpipe cache merge --cache-dir cache
     """
-    from featpipe.extract import merge as merge_parts
+    from featpipe.extraction import merge as merge_parts
     from featpipe.store import list_caches
 
     targets = list(paths) or [str(p) for p in list_caches(cache_dir)[1]]

@@ -27,7 +27,8 @@ from featpipe.cli.options import (backbone_options, echo_json, json_option, load
 @click.option("--devices", default="all", show_default=True, metavar="all|cpu|0,1,...",
               help="GPUs to use, one worker process each (all = every visible GPU; the CPU when there is none).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes when running on the CPU (they divide its cores).")
+              help="Worker processes when running on the CPU (they divide its cores; capped at one per core and "
+                   "per 0.7 GB of available memory, with a warning).")
 @click.option("--shard", metavar="K/N",
               help="Extract only slice K of N (0 <= K < N, by sorted file order) into part files, for job arrays; "
                    "`featpipe cache merge` (or a plain extract) assembles the cache once every slice is done.")
@@ -67,33 +68,28 @@ def extract(data, backbone, weights, image_size, preprocess, precision, seed, ca
 
     limit_malloc_arenas()  # before TensorFlow starts its threads
     from featpipe import runtime
-    from featpipe.distribute import select_devices
-    from featpipe.extract import extract as run_extract
-    from featpipe.extract import extract_shard
+    from featpipe.engines import make_engine
+    from featpipe.extraction import InProcessEngine, extract_shard
+    from featpipe.extraction import extract as run_extract
+    from featpipe.ray_engine import RayEngine
 
-    ray = None
-    if engine == "ray":
-        from featpipe.ray_engine import RayEngine
-
-        ray = click.get_current_context().with_resource(RayEngine(ray_address))
-        precision = ray.precision(precision)  # for the actors' devices; connects to (or starts) the cluster
-    workers_at = [None] if shard_kn or ray else select_devices(devices, workers, len(runtime.gpus()))
-    gpus_in_workers = any(d is not None for d in workers_at) or bool(ray and ray.gpus)
-    dataset, base, device = load_dataset_and_backbone(data, val_fraction, seed, precision, backbone, weights,
-                                                      image_size, preprocess, gpus_in_workers=gpus_in_workers)
+    # Built once: this process (a shard, or one worker), worker processes, or the Ray cluster.
+    runner = None if shard_kn else make_engine(engine, devices=devices, workers=workers, address=ray_address)
+    if isinstance(runner, RayEngine):  # connected (or started) here: let go of the cluster when the command ends
+        click.get_current_context().with_resource(runner)
+    on_gpu = runner.gpus if runner else None  # where the parts run decides precision "auto"
+    dataset, base, _ = load_dataset_and_backbone(
+        data, val_fraction, seed, runtime.resolve_precision(precision, on_gpu), backbone, weights, image_size,
+        preprocess, gpus_elsewhere=bool(on_gpu) and not isinstance(runner, InProcessEngine))
     options = dict(splits=splits.split(",") if splits else None, pooling=pooling, dtype=dtype,
                    batch_size=batch_size or runtime.default_batch_size(), compression=compression,
                    crop_to_aspect_ratio=crop_to_aspect_ratio, content_hash=hash_content, precision=precision,
-                   device=device["device"], progress=not quiet, part_rows=part_rows)
+                   progress=not quiet, part_rows=part_rows)
     if shard_kn:
         result = extract_shard(dataset, base, cache_dir, shard=shard_kn, **options)
         _print_shard(result)
-    elif ray:
-        result = run_extract(dataset, base, cache_dir, engine=ray, **{**options, "device": ray.describe()})
-        _print_result(result)
     else:
-        result = run_extract(dataset, base, cache_dir, workers=len(workers_at) if not gpus_in_workers else 1,
-                             gpus=workers_at if gpus_in_workers else None, **options)
+        result = run_extract(dataset, base, cache_dir, engine=runner, **options)
         _print_result(result)
     if as_json:
         echo_json(result.summary())

@@ -68,7 +68,7 @@ def finetune(data, backbone, weights, image_size, preprocess, precision, seed, a
         fine_tune_learning_rate=fine_tune_learning_rate, optimizer=optimizer, unfreeze=unfreeze,
         crop_to_aspect_ratio=crop_to_aspect_ratio, precision=precision, calibration=calibration, seed=seed,
     )
-    result = run_finetune(dataset, tuner, runs_dir, force=force, device=device["device"],
+    result = run_finetune(dataset, tuner, runs_dir, force=force, device=device,
                           verbose=0 if quiet else "auto")
     summary = result.summary()
     click.echo(f"{'reused' if result.reused else 'finished'}: {result.run_dir}")

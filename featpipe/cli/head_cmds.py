@@ -71,7 +71,7 @@ def predict(run_dir, inputs, output, batch_size, as_json):
     Writes one CSV row per image: path, predicted class, a probability per class; unreadable images get
     a row with the reason in the error column.
     """
-    from featpipe.predict import predict as run_predict
+    from featpipe.prediction import predict as run_predict
 
     to_stdout = output == "-"
     if to_stdout and as_json:
@@ -91,7 +91,7 @@ def export(run_dir, output):
     model OUTPUT (.keras) of built-in layers: 0-255 RGB image in, class probabilities out, preprocessing and
     frozen base included. It loads with plain keras.models.load_model (no featpipe, no scikit-learn) and is
     written only after it gives predict's probabilities to 1e-5."""
-    from featpipe.predict import export as run_export
+    from featpipe.prediction import export as run_export
 
     click.echo(f"exported {run_export(run_dir, output)}")
 

@@ -42,24 +42,14 @@ def backbone_options(command):
 
 
 def load_dataset_and_backbone(data, val_fraction, seed, precision, backbone, weights, image_size, preprocess,
-                              gpus_in_workers=False):
-    """What extract and finetune both start with: the dataset, the device set-up, the frozen base.
+                              gpus_elsewhere=False):
+    """featpipe.experiment.loaded_inputs for a command: its dtype policy holds until the command ends."""
+    from featpipe.experiment import loaded_inputs
 
-    The base is built under the dtype policy `precision` names, as Keras requires; the policy holds for
-    the rest of the command and the previous one comes back when the command ends. With `gpus_in_workers` the
-    GPUs belong to worker processes: this one builds the base on the CPU (to compute the key) and leaves them alone.
-    """
-    from featpipe.data import load_image_folder
-
-    size = parse_image_size(image_size)
-    dataset = load_image_folder(data, val_fraction=val_fraction, seed=seed)
-    from featpipe import runtime  # TensorFlow loads from here: the options and the dataset are checked
-    from featpipe.backbones import load_backbone
-
-    device = click.get_current_context().with_resource(runtime.precision_scope(precision))
-    if gpus_in_workers:
-        runtime.hide_gpus()
-    base = load_backbone(backbone, weights=weights, image_size=size, preprocess=preprocess, seed=seed)
+    dataset, base, device = click.get_current_context().with_resource(loaded_inputs(
+        data, backbone, val_fraction=val_fraction, seed=seed, weights=weights,
+        image_size=parse_image_size(image_size), preprocess=preprocess, precision=precision,
+        gpus_elsewhere=gpus_elsewhere))
     if not base.pretrained:
         click.echo("note: random-initialised weights (--weights none): nothing pretrained to transfer", err=True)
     return dataset, base, device

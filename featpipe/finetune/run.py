@@ -130,7 +130,7 @@ def _run_info(data: ImageFolder, tuner: FineTuner, name: str, device: str, predi
         details={
             "trainable_params": tuner.trainable_params_, "augment_in_model": tuner.augment_in_model_,
             "distribution": tuner.distribution_,
-            "device": device or ("GPU" if runtime.gpus() else "CPU"),
+            "device": device or runtime.device_label(),
             "compute_dtype": tuner.compute_dtype, "precision": tuner.precision,
             "predictions": predictions,  # per-image validation/test predictions (featpipe.run_predictions)
         },

@@ -30,7 +30,7 @@ from featpipe.augment import augment_dataset, augmentation, canonical_augment
 from featpipe.backbones import Backbone, pooling_layer
 from featpipe.choices import DEFAULT_AUGMENT, OPTIMIZERS, POOLINGS
 from featpipe.data import ImageFolder
-from featpipe.errors import FeatpipeError
+from featpipe.errors import ArgumentError, FeatpipeError
 from featpipe.finetune.resume import EpochCheckpoint, ResumeState, checkpoint_directory
 from featpipe.heads.base import as_class_probs
 from featpipe.heads.estimators import scale_output_temperature
@@ -175,18 +175,20 @@ class FineTuner:
         """Reject bad options with one clear line, before any training starts."""
         for name in ("epochs", "fine_tune_epochs"):
             if getattr(self, name) < 0:
-                raise FeatpipeError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
+                raise ArgumentError(f"{{{name}}} must be 0 or more, got {getattr(self, name)}", name)
         if self.epochs == self.fine_tune_epochs == 0:
-            raise FeatpipeError("--epochs and --fine-tune-epochs are both 0: nothing to train")
+            raise ArgumentError("{epochs} and {fine_tune_epochs} are both 0: nothing to train", "epochs",
+                                "fine_tune_epochs")
         if self.batch_size < 1:
-            raise FeatpipeError(f"--batch-size must be positive, got {self.batch_size}")
+            raise ArgumentError(f"{{batch_size}} must be positive, got {self.batch_size}", "batch_size")
         if self.optimizer not in OPTIMIZERS:
-            raise FeatpipeError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+            raise ArgumentError(f"{{optimizer}} must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}",
+                                "optimizer")
         if self.pooling not in POOLINGS:
             raise FeatpipeError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         for name in ("learning_rate", "fine_tune_learning_rate"):
             if not getattr(self, name) > 0:
-                raise FeatpipeError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+                raise ArgumentError(f"{{{name}}} must be positive, got {getattr(self, name)}", name)
         if not 0 <= self.dropout < 1 or self.dense_units < 1:
             raise FeatpipeError("dropout must be in [0, 1) and dense units positive")
         if self.devices is not None and (isinstance(self.devices, str) or not self.devices
@@ -407,7 +409,8 @@ def unfreeze_start(base: keras.Model, spec: str) -> int:
         except ValueError:
             raise FeatpipeError(f"bad unfreeze spec {spec!r}: expected top:N") from None
         if not 1 <= n <= len(layers):
-            raise FeatpipeError(f"--unfreeze-top must be between 1 and {len(layers)} (the base's layers), got {n}")
+            raise ArgumentError(f"{{unfreeze}} top:N must have N between 1 and {len(layers)} (the base's layers), "
+                                f"got {n}", "unfreeze")
         return len(layers) - n
     if kind == "from":
         names = [layer.name for layer in layers]

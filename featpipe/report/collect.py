@@ -12,7 +12,7 @@ from featpipe.report.labels import make_labels
 from featpipe.report.statistics import accuracy_interval
 from featpipe.report.verdict import dataset_facts, dataset_key, rank_key
 from featpipe.run_predictions import read_predictions
-from featpipe.runs import METRICS_FILE, RUN_FILE, find_runs, load_run, read_json, verified_model_file
+from featpipe.runs import METRICS_FILE, RUN_FILE, find_runs, load_run, read_run_file, verified_model_file
 
 # The summary's columns, in the order of summary.csv.
 COLUMNS = (
@@ -43,8 +43,7 @@ def collect_runs(paths: list[str | os.PathLike]) -> tuple[list[dict], list[dict]
                 continue
             try:
                 loaded = load_run(run_dir)
-                if "model_file" in loaded["run"]:  # a run whose model was swapped is not reported as trained
-                    verified_model_file(run_dir, loaded["run"])
+                verified_model_file(run_dir, loaded["run"])  # a run whose model was swapped is not reported
                 loaded["row"] = summary_row(loaded)
             except FeatpipeError as e:
                 skipped.append(_skip(run_dir, str(e)))
@@ -76,7 +75,7 @@ def _skip(run_dir: Path, reason: str) -> dict:
 
 def _run_name(run_dir: Path) -> str | None:
     try:
-        info = read_json(run_dir / RUN_FILE)
+        info = read_run_file(run_dir)
     except FeatpipeError:
         return None
     return info.get("name") if isinstance(info, dict) else None
@@ -87,10 +86,10 @@ def _unfinished_reason(run_dir: Path) -> str:
     if not path.is_file():
         return f"no {RUN_FILE}: the run did not finish"
     try:
-        info = read_json(path)
+        info = read_run_file(run_dir)
     except FeatpipeError as e:
         return str(e)
-    status = info.get("status") if isinstance(info, dict) else None
+    status = info.get("status")
     return f"{RUN_FILE} status is {status!r}, not 'complete'"
 
 
@@ -108,7 +107,7 @@ def _load_predictions(loaded: dict) -> None:
 
 def summary_row(loaded: dict) -> dict:
     """One summary row; numbers are taken verbatim from metrics.json so they agree exactly."""
-    info, metrics = loaded["run"], loaded["metrics"]
+    record, metrics = loaded["record"], loaded["metrics"]
     try:
         val, test, timing = metrics["validation"], metrics["test"], metrics["timing"]
         val_accuracy, test_accuracy, total_seconds = val["accuracy"], test["accuracy"], timing["total_seconds"]
@@ -123,14 +122,14 @@ def summary_row(loaded: dict) -> dict:
         "dataset": dataset["name"],
         "rank": None,
         "label": None,  # set over all runs of the report (labels say what distinguishes runs)
-        "name": info.get("name", Path(loaded["dir"]).name),
-        "backbone": info.get("backbone"),
-        "head": info.get("head"),
-        "path": info.get("path"),
-        "kind": info.get("kind"),
-        "weights": info.get("weights"),
-        "pretrained": info.get("pretrained"),
-        "image_size": info.get("image_size"),
+        "name": record.name,
+        "backbone": record.backbone,
+        "head": record.head,
+        "path": record.path,
+        "kind": record.kind,
+        "weights": record.weights,
+        "pretrained": record.pretrained,
+        "image_size": record.image_size,
         "val_accuracy": val_accuracy,
         "test_accuracy": test_accuracy,
         "test_accuracy_ci": list(ci) if ci else None,

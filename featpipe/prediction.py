@@ -85,28 +85,13 @@ def image_model(run_dir: str | os.PathLike, info: dict) -> keras.Model:
     return keras.Model(features.input, outputs, name=f"{info['name']}_classifier")
 
 
-# Fields of run.json that rebuilding a run's image -> class pipeline needs, by kind of run.
-_FIELDS = {"name": str, "kind": str, "model_file": str, "image_size": list, "dataset": dict}
-_HEAD_FIELDS = {"head": str, "backbone": str, "weights": str, "weights_id": str, "pooling": str,
-                "preprocessing": dict}
-
-
 def run_model_info(run_dir: str | os.PathLike) -> dict:
-    """A finished run's run.json, checked for what loading its model needs: a one-line error, not a KeyError."""
-    info = load_run(run_dir)["run"]
-    fields = {**_FIELDS, **(_HEAD_FIELDS if info.get("kind") == "head" else {})}
-    bad = [key for key, kind in fields.items() if not isinstance(info.get(key), kind)]
-    if info.get("kind") not in ("head", "finetune"):
-        bad.append("kind")
-    dataset = info.get("dataset")
-    size, classes = info.get("image_size"), dataset.get("classes") if isinstance(dataset, dict) else None
-    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
-        bad.append("image_size")
-    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)):
-        bad.append("dataset.classes")
-    if bad:
-        raise FeatpipeError(f"{Path(run_dir) / RUN_FILE} is damaged: missing or bad {', '.join(dict.fromkeys(bad))}")
-    return info
+    """A finished run's run.json, checked (RunRecord.from_json, and a cached head's weights_id) for what
+    loading its model needs: a one-line error, not a KeyError."""
+    loaded = load_run(run_dir)
+    if loaded["record"].kind == "head" and not isinstance(loaded["record"].details.get("weights_id"), str):
+        raise FeatpipeError(f"{Path(run_dir) / RUN_FILE} is damaged: missing or bad weights_id")
+    return loaded["run"]
 
 
 def load_classifier(run_dir: str | os.PathLike) -> ImageClassifier:

@@ -1,10 +1,12 @@
 """Run a frozen base once over each split of a dataset and store the features in the HDF5 cache.
 
-The work is a list of parts (featpipe.parts: contiguous row ranges of a split). `extract` plans them, runs the
-missing ones — in this process, or in one worker process per GPU or CPU worker (featpipe.distribute) — and
+The work is a list of parts (featpipe.parts: contiguous row ranges of a split). `plan_extraction` resolves
+the options into an `Extraction` (its key, its files; `to_json`/`from_json` for other processes); `extract`
+plans the parts, hands the missing ones to an engine — this process (`InProcessEngine`), worker processes
+(featpipe.distribute) or a Ray cluster (featpipe.ray_engine), chosen by featpipe.engines.make_engine — and
 assembles the cache (featpipe.assemble). `extract_shard` runs one slice K/N of the parts and stops, for job
-arrays and cluster engines; `merge` assembles what they wrote. Inside one worker, `run_parts` is the reader
-(tf.data decode) -> mapper (one compiled forward call) -> writer (a background thread) loop.
+arrays; `merge` assembles what they wrote. Every engine ends in `run_parts`, the one place parts are run: the
+reader (tf.data decode) -> mapper (one compiled forward call) -> writer (a background thread) loop.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from featpipe.assemble import assemble, describe_missing
 from featpipe.backbones import Backbone
 from featpipe.choices import COMPRESSIONS, DTYPES, POOLINGS
 from featpipe.data import ImageFolder
-from featpipe.errors import FeatpipeError
+from featpipe.errors import ArgumentError, FeatpipeError
 from featpipe.model_parts import compiled_forward
 from featpipe.parts import Part, PartData, part_rows_for, shard_parts
 from featpipe.pipeline import DECODE_RULE, batched, indexed_images, unreadable_reason
@@ -97,7 +99,7 @@ def extraction_facts(data: ImageFolder, backbone: Backbone, splits: list[str], p
 @dataclass(frozen=True)
 class Extraction:
     """One extraction, resolved: options, facts, key and where its files go. Plain data, so that worker
-    processes and cluster engines receive it as JSON (`job`) and rebuild the same thing."""
+    processes and cluster engines receive it as JSON (`to_json`) and rebuild the same thing (`from_json`)."""
 
     data: ImageFolder
     backbone: Backbone
@@ -122,8 +124,8 @@ class Extraction:
     def workdir(self) -> WorkDir:
         return WorkDir(self.final_path)
 
-    def job(self) -> dict:
-        """What a worker needs to rebuild this extraction: see featpipe.worker.run_job."""
+    def to_json(self) -> dict:
+        """What a worker needs to rebuild this extraction (`from_json`): plain JSON, no model."""
         if not self.backbone.recipe:
             raise FeatpipeError("extraction in worker processes needs a backbone made by load_backbone")
         return {
@@ -134,6 +136,30 @@ class Extraction:
             "dtype": self.dtype, "batch_size": self.batch_size, "compression": self.compression,
             "crop_to_aspect_ratio": self.crop_to_aspect_ratio, "content_hash": self.content_hash, "key": self.key,
         }
+
+    @classmethod
+    def from_json(cls, job: dict) -> "Extraction":
+        """Rebuild the extraction `to_json` described, in this process: the dataset listing, the base with its
+        model loaded, the key computed again. Refused when the key differs (the dataset or the base changed
+        since the extraction was planned): a worker never writes parts of another cache."""
+        from featpipe.backbones import load_backbone
+        from featpipe.data import load_image_folder
+
+        data = load_image_folder(**job["data"])
+        recipe = job["backbone"]
+        # A worker is given its precision (resolved by the planner), never guesses it: every worker must build
+        # the same model and compute the same key. The scope also lets its one GPU grow memory as needed.
+        with runtime.precision_scope(job["precision"]):
+            backbone = load_backbone(recipe["spec"], weights=recipe["weights"], image_size=recipe["image_size"],
+                                     preprocess=recipe["preprocess"], seed=recipe["seed"])
+        extraction = plan_extraction(
+            data, backbone, job["cache_dir"], splits=job["splits"], pooling=job["pooling"], dtype=job["dtype"],
+            batch_size=job["batch_size"], compression=job["compression"],
+            crop_to_aspect_ratio=job["crop_to_aspect_ratio"], content_hash=job["content_hash"],
+            precision=job["precision"])
+        if extraction.key != job["key"]:
+            raise FeatpipeError("the dataset or the base changed since this extraction was planned; run it again")
+        return extraction
 
     def manifest(self, device: str, workers: int, shards: int | None, part_rows: int | None) -> dict:
         split_rows = {s: len(self.data.splits[s]) for s in self.splits}
@@ -148,16 +174,43 @@ class Extraction:
         }
 
 
+class InProcessEngine:
+    """The engine that runs the parts in this process, on its own device: the default of `extract`.
+
+    Every engine has this interface (featpipe.distribute.LocalEngine: worker processes on this node;
+    featpipe.ray_engine.RayEngine: actors on a Ray cluster), and every one of them ends in `run_parts`:
+      - ``gpus``: whether the parts run on GPUs (decides precision "auto", see runtime.resolve_precision);
+      - ``workers()``: how many run parts at once (sizes the parts of a new extraction);
+      - ``describe()``: the device label the cache records;
+      - ``run(extraction, parts, progress=, setup_seconds=)``: write those parts' files, return figures.
+    """
+
+    @property
+    def gpus(self) -> bool:
+        return bool(runtime.gpus())
+
+    def workers(self) -> int:
+        return 1
+
+    def describe(self) -> str:
+        return runtime.device_label()
+
+    def run(self, extraction: Extraction, parts: list[Part], *, progress: bool = True,
+            setup_seconds: float = 0.0) -> dict:
+        return run_parts(extraction, parts, progress=progress, setup_seconds=setup_seconds)
+
+
 def plan_extraction(data: ImageFolder, backbone: Backbone, cache_dir: str | os.PathLike = "cache", *,
                     splits: list[str] | None = None, pooling: str = "avg", dtype: str = "float32",
                     batch_size: int = 32, compression: str = "none", crop_to_aspect_ratio: bool = False,
-                    content_hash: bool = False, precision: str = "auto") -> Extraction:
+                    content_hash: bool = False, precision: str = "auto", on_gpu: bool | None = None) -> Extraction:
     """Check the options and compute the key: everything but the work itself.
 
-    `precision` (auto, float32, mixed) is the one the base was built under; it is part of the key.
+    `precision` (auto, float32, mixed) is the one the base was built under; it is part of the key. `on_gpu`:
+    whether the parts will run on GPUs (an engine's `gpus`; None: this process's devices), for "auto".
     """
     splits = _check_options(data, splits, pooling, dtype, batch_size, compression)
-    resolved = "mixed" if runtime.policy_name(precision) == "mixed_float16" else "float32"
+    resolved = runtime.resolve_precision(precision, on_gpu)
     facts = extraction_facts(data, backbone, splits, pooling, dtype, crop_to_aspect_ratio, content_hash,
                              runtime.compute_dtype(resolved))
     return Extraction(data, backbone, Path(cache_dir), tuple(splits), pooling, dtype, batch_size, compression,
@@ -177,75 +230,84 @@ def extract(
     crop_to_aspect_ratio: bool = False,
     content_hash: bool = False,
     precision: str = "auto",
-    device: str = "",
     progress: bool = True,
-    workers: int = 1,
-    gpus: list[str] | None = None,
     part_rows: int | None = None,
     engine=None,
 ) -> ExtractResult:
     """Extract features for `splits` (default: all) unless this exact extraction is cached already.
 
-    `workers` > 1 runs that many worker processes on the CPU; `gpus` (CUDA device ids) one worker process per
-    GPU. Either way the missing parts are divided between them and one cache file is assembled. `part_rows`
-    overrides the part size (rows per part file) of a new extraction. `precision` is the one `backbone` was
-    built under (auto: mixed float16 on a GPU).
-    `engine` runs the missing parts elsewhere (featpipe.ray_engine.RayEngine): its `workers()` sizes the
-    parts, `run(job, parts, workdir, progress)` extracts them and returns their figures; the cache is
-    assembled here all the same.
+    `engine` runs the missing parts: this process (the default, InProcessEngine), worker processes of this
+    node (featpipe.distribute.LocalEngine) or a Ray cluster (featpipe.ray_engine.RayEngine); build one with
+    featpipe.engines.make_engine. Whichever runs them, one cache file is assembled here. `part_rows` overrides
+    the part size (rows per part file) of a new extraction. `precision` is the one `backbone` was built under
+    (auto: mixed float16 when the engine runs on GPUs).
     """
     start = time.perf_counter()
-    job = plan_extraction(data, backbone, cache_dir, splits=splits, pooling=pooling, dtype=dtype,
-                          batch_size=batch_size, compression=compression,
-                          crop_to_aspect_ratio=crop_to_aspect_ratio, content_hash=content_hash,
-                          precision=precision)
-    final, workdir = job.final_path, job.workdir
+    engine = engine or InProcessEngine()
+    extraction = plan_extraction(data, backbone, cache_dir, splits=splits, pooling=pooling, dtype=dtype,
+                                 batch_size=batch_size, compression=compression,
+                                 crop_to_aspect_ratio=crop_to_aspect_ratio, content_hash=content_hash,
+                                 precision=precision, on_gpu=engine.gpus)
+    final, workdir = extraction.final_path, extraction.workdir
     if final.exists():
         return _result(final, cached=True)
-    devices = list(gpus) if gpus else [None] * max(1, workers)
     with workdir.lock():
         if final.exists():  # another process finished it while we were starting
             return _result(final, cached=True)
-        workdir.open(job.manifest(device, engine.workers() if engine else len(devices), None, part_rows))
+        workdir.open(extraction.manifest(engine.describe(), engine.workers(), None, part_rows))
         todo = workdir.missing(workdir.plan())
         stats = {}
-        if todo and engine:
-            stats = engine.run(job.job(), todo, workdir, progress=progress)
-        elif todo and len(devices) == 1 and devices[0] is None:
-            stats = run_parts(job, todo, progress=progress, setup_seconds=time.perf_counter() - start)
-        elif todo:
-            from featpipe.distribute import run_local_workers
-
-            run_local_workers(job.job(), todo, devices, workdir, progress=progress)
+        if todo:
+            stats = engine.run(extraction, todo, progress=progress, setup_seconds=time.perf_counter() - start)
         start = time.perf_counter()
         assemble(workdir)
         stats["assemble_seconds"] = time.perf_counter() - start
     return _result(final, cached=False, stats=stats)
 
 
-def extract_shard(data: ImageFolder, backbone: Backbone, cache_dir: str | os.PathLike = "cache", *,
-                  shard: tuple[int, int], device: str = "", progress: bool = True, part_rows: int | None = None,
-                  **options) -> ShardResult:
+def extract_shard(
+    data: ImageFolder,
+    backbone: Backbone,
+    cache_dir: str | os.PathLike = "cache",
+    *,
+    shard: tuple[int, int],
+    splits: list[str] | None = None,
+    pooling: str = "avg",
+    dtype: str = "float32",
+    batch_size: int = 32,
+    compression: str = "none",
+    crop_to_aspect_ratio: bool = False,
+    content_hash: bool = False,
+    precision: str = "auto",
+    progress: bool = True,
+    part_rows: int | None = None,
+) -> ShardResult:
     """Extract slice K of N of the parts (by sorted file order) into part files only; `merge` assembles them.
 
-    N processes started in any order — reruns included — write the same parts one process would.
+    N processes started in any order — reruns included — write the same parts one process would. The other
+    arguments are `extract`'s.
     """
     k, n = shard
     if not (n >= 1 and 0 <= k < n):
-        raise FeatpipeError(f"--shard must be K/N with 0 <= K < N, got {k}/{n}")
+        raise ArgumentError(f"{{shard}} must be K/N with 0 <= K < N, got {k}/{n}", "shard")
     start = time.perf_counter()
-    job = plan_extraction(data, backbone, cache_dir, **options)
-    final, workdir = job.final_path, job.workdir
+    engine = InProcessEngine()
+    extraction = plan_extraction(data, backbone, cache_dir, splits=splits, pooling=pooling, dtype=dtype,
+                                 batch_size=batch_size, compression=compression,
+                                 crop_to_aspect_ratio=crop_to_aspect_ratio, content_hash=content_hash,
+                                 precision=precision, on_gpu=engine.gpus)
+    final, workdir = extraction.final_path, extraction.workdir
     if final.exists():
-        return ShardResult(final, job.key, shard, 0, 0, [], cached=True)
+        return ShardResult(final, extraction.key, shard, 0, 0, [], cached=True)
     with workdir.lock(shard=shard):
-        workdir.open(job.manifest(device, 1, n, part_rows))
+        workdir.open(extraction.manifest(engine.describe(), 1, n, part_rows))
         plan = workdir.plan()
         todo = workdir.missing(shard_parts(plan, k, n))
         if todo:
-            run_parts(job, todo, progress=progress, label=f"shard {k}/{n} ", setup_seconds=time.perf_counter() - start)
+            run_parts(extraction, todo, progress=progress, label=f"shard {k}/{n} ",
+                      setup_seconds=time.perf_counter() - start)
         missing = workdir.unwritten(plan)
-    return ShardResult(final, job.key, shard, len(todo), sum(p.rows for p in todo), missing)
+    return ShardResult(final, extraction.key, shard, len(todo), sum(p.rows for p in todo), missing)
 
 
 def merge(path: str | os.PathLike) -> ExtractResult:
@@ -288,51 +350,51 @@ def _check_options(data, splits, pooling, dtype, batch_size, compression) -> lis
     return splits
 
 
-def job_forward(job: Extraction):
+def forward_of(extraction: Extraction):
     """The compiled forward call of the extraction's feature model: what maps image batches to features."""
-    with runtime.precision_scope(job.precision):
-        return compiled_forward(job.backbone.feature_model(job.pooling))
+    with runtime.precision_scope(extraction.precision):
+        return compiled_forward(extraction.backbone.feature_model(extraction.pooling))
 
 
-def run_parts(job: Extraction, parts: list[Part], *, progress: bool = True, threads: int | None = None,
+def run_parts(extraction: Extraction, parts: list[Part], *, progress: bool = True, threads: int | None = None,
               label: str = "", setup_seconds: float = 0.0, forward=None) -> dict:
     """Extract `parts` in this process: tf.data reads and decodes, the compiled model maps, a background
     thread writes each part as soon as its rows have gone by. Returns the writer's figures.
 
     `setup_seconds` (what the caller spent getting here: listing, fingerprinting, loading) is counted in the
     first part's seconds, so that the cache's recorded cost is the whole wall time. A worker that runs part
-    after part passes its `forward` (job_forward) to build and trace it only once. On an interrupt, the parts
+    after part passes its `forward` (forward_of) to build and trace it only once. On an interrupt, the parts
     already finished are still written before the exception goes on.
     """
     start = time.perf_counter()
-    forward = forward or job_forward(job)
-    writer = PartWriter(job.workdir.path, job.key)
+    forward = forward or forward_of(extraction)
+    writer = PartWriter(extraction.workdir.path, extraction.key)
     setup = setup_seconds + time.perf_counter() - start
     try:
         for split, split_parts in groupby(parts, key=lambda p: p.split):
-            _run_split(job, forward, writer, split, list(split_parts), progress, threads, label, setup)
+            _run_split(extraction, forward, writer, split, list(split_parts), progress, threads, label, setup)
             setup = 0.0
     finally:
         writer.close()
     return {"write_seconds": writer.write_seconds, "write_wait_seconds": writer.wait_seconds}
 
 
-def _run_split(job: Extraction, forward, writer: PartWriter, split: str, parts: list[Part], progress: bool,
+def _run_split(extraction: Extraction, forward, writer: PartWriter, split: str, parts: list[Part], progress: bool,
                threads: int | None, label: str, setup_seconds: float) -> None:
     start = time.perf_counter() - setup_seconds
-    n = len(job.data.splits[split])
+    n = len(extraction.data.splits[split])
     rows = np.concatenate([np.arange(p.start, p.stop) for p in parts])
     title = f"{label}{split}" + (f" (resuming: {n - len(rows)} of {n} images already done)" if len(rows) < n else "")
     meter = Progress(len(rows), title) if progress else None
-    dataset = batched(indexed_images(job.data.files(split), job.backbone.image_size, job.crop_to_aspect_ratio,
-                                     rows), job.batch_size)
+    dataset = batched(indexed_images(extraction.data.files(split), extraction.backbone.image_size,
+                                     extraction.crop_to_aspect_ratio, rows), extraction.batch_size)
     if threads:  # several workers on one machine divide its cores instead of each taking them all
         options = tf.data.Options()
         options.threading.private_threadpool_size = threads
         dataset = dataset.with_options(options)
-    buffer = _PartBuffer(job.data, split, parts, writer, meter, start)
+    buffer = _PartBuffer(extraction.data, split, parts, writer, meter, start)
     for images, batch_rows in dataset:
-        buffer.add(forward(images).numpy().astype(job.dtype), batch_rows.numpy())
+        buffer.add(forward(images).numpy().astype(extraction.dtype), batch_rows.numpy())
     buffer.close()
     writer.drain()
     if meter:
@@ -384,8 +446,8 @@ class _PartBuffer:
             self.meter.update(part.rows)
 
 
-def _attributes(job: Extraction, device: str) -> dict:
-    data, backbone, facts = job.data, job.backbone, job.facts
+def _attributes(extraction: Extraction, device: str) -> dict:
+    data, backbone, facts = extraction.data, extraction.backbone, extraction.facts
     return {
         "facts": facts,
         "classes": list(data.classes),
@@ -395,9 +457,9 @@ def _attributes(job: Extraction, device: str) -> dict:
         "image_size": list(backbone.image_size),
         "pooling": facts["pooling"],
         "dataset": {"root": str(data.root.resolve()), "val_fraction": data.val_fraction, "seed": data.seed,
-                    "content_hash": job.content_hash, "fingerprint": facts["dataset"]["fingerprint"]},
+                    "content_hash": extraction.content_hash, "fingerprint": facts["dataset"]["fingerprint"]},
         "versions": facts["versions"],
-        "device": device or ("GPU" if tf.config.list_logical_devices("GPU") else "CPU"),
+        "device": device,
         "created": timestamp(),
     }
 
