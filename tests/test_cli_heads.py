@@ -152,6 +152,7 @@ def test_a_read_only_runs_dir_is_one_line(cache_path, tmp_path):
     assert result.output == "featpipe: error: no such directory: /nonexistent/dir (for /nonexistent/dir/x.csv)\n"
 
 
+@pytest.mark.slow
 def test_two_trainings_of_one_head_at_once(cache_path, tmp_path):
     """Issue 20, item 8: the second `train` of a run directory being written says so in one line, exit 1."""
     import subprocess

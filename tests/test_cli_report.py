@@ -85,6 +85,7 @@ def test_demo_passes_its_options_and_prints_notes_and_verdict(tmp_path, monkeypa
     assert "note: a note" in result.stdout and "Pretrained vs random: +70.00 points." in result.stdout
 
 
+@pytest.mark.slow
 def test_compare_prints_one_verdict_per_dataset(tmp_path):
     from report_fixtures import make_run
 

@@ -418,6 +418,7 @@ def test_a_run_being_written_by_another_process_is_refused_at_once(tmp_path, dat
     assert not run_dir.exists()
 
 
+@pytest.mark.slow
 def test_temperature_calibration_is_fitted_on_validation_and_saved_in_the_model(tmp_path, tiny_model_file):
     data = load_image_folder(make_dataset(tmp_path / "data", classes=("cat", "dog", "fox")))
     params = {"augment": "none", "fine_tune_epochs": 0}

@@ -223,6 +223,7 @@ def test_a_100_megapixel_jpeg_is_judged_at_its_decode_scale_other_formats_at_ful
         check_header(png, limit, (224, 224))  # PNG cannot decode reduced
 
 
+@pytest.mark.slow
 def test_a_big_jpeg_goes_through_the_pipeline_reduced_and_a_png_of_its_size_does_not(tmp_path, monkeypatch):
     import tensorflow as tf
 
