@@ -255,7 +255,7 @@ def extract(
         if final.exists():  # another process finished it while we were starting
             return _result(final, cached=True)
         workdir.open(extraction.manifest(engine.describe(), engine.workers(), None, part_rows))
-        todo = workdir.missing(workdir.plan())
+        todo = workdir.missing(workdir.plan(), extraction.data)
         stats = {}
         if todo:
             stats = engine.run(extraction, todo, progress=progress, setup_seconds=time.perf_counter() - start)
@@ -296,13 +296,17 @@ def extract_shard(
                                  batch_size=batch_size, compression=compression,
                                  crop_to_aspect_ratio=crop_to_aspect_ratio, content_hash=content_hash,
                                  precision=precision, on_gpu=engine.gpus)
+    rows = sum(len(data.splits[s]) for s in extraction.splits)
+    if n > rows:
+        raise ArgumentError(f"{{shard}} {k}/{n} asks for more shards than the {rows} images to extract: "
+                            f"use at most {rows} shards", "shard")
     final, workdir = extraction.final_path, extraction.workdir
     if final.exists():
         return ShardResult(final, extraction.key, shard, 0, 0, [], cached=True)
     with workdir.lock(shard=shard):
         workdir.open(extraction.manifest(engine.describe(), 1, n, part_rows))
         plan = workdir.plan()
-        todo = workdir.missing(shard_parts(plan, k, n))
+        todo = workdir.missing(shard_parts(plan, k, n), extraction.data)
         if todo:
             run_parts(extraction, todo, progress=progress, label=f"shard {k}/{n} ",
                       setup_seconds=time.perf_counter() - start)

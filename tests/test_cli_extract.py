@@ -239,3 +239,24 @@ def test_a_100_megapixel_jpeg_is_extracted_and_the_decode_rule_is_a_key_fact(dat
     info = json.loads(run("cache", "info", summary["cache"], "--json").stdout)
     with FeatureCache(summary["cache"]) as cache:
         assert cache.facts["decode"] == DECODE_RULE and info["key"] == cache.key
+
+
+def test_shards_are_bounded_by_the_rows_and_tampered_manifests_are_redone(dataset, tiny_model_file, tmp_path,
+                                                                           caplog):
+    cache_dir = tmp_path / "cache"
+    common = ["extract", dataset, "--backbone", tiny_model_file, "--cache-dir", cache_dir, "--part-rows", 4]
+    huge = run(*common, "--shard", "0/10000000")
+    assert huge.exit_code == 1 and huge.stderr.count("\n") == 1
+    assert "--shard 0/10000000 asks for more shards than the 24 images to extract: use at most 24" in huge.stderr
+    assert not cache_dir.exists() or not list(cache_dir.iterdir())  # nothing was planned, no manifest kept
+    assert run(*common, "--shard", "0/2").exit_code == 0
+    [partial] = cache_dir.glob("*.partial")
+    manifest = json.loads((partial / "manifest.json").read_text())
+    (partial / "manifest.json").write_text(json.dumps({**manifest, "shards": 10**20}))
+    listing = run("cache", "ls", "--cache-dir", cache_dir)  # at once, and one line about it
+    assert listing.exit_code == 0 and "no usable manifest.json" in listing.output
+    (partial / "manifest.json").write_text(json.dumps({**manifest, "splits": {**manifest["splits"], "train": 3}}))
+    done = run(*common)  # fewer rows than the dataset: redone with a warning, never a cache missing rows
+    assert done.exit_code == 0, done.output
+    assert "discarding the manifest" in caplog.text and "its splits is not this extraction's" in caplog.text
+    assert json.loads(run(*common, "--json").stdout.strip().splitlines()[-1])["rows"]["train"] == 12
