@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from featpipe import runtime
-from featpipe.assemble import assemble, describe_missing
+from featpipe.assemble import assemble, describe_missing, non_finite_rows
 from featpipe.backbones import Backbone
 from featpipe.choices import COMPRESSIONS, DTYPES, POOLINGS
 from featpipe.data import ImageFolder
@@ -396,9 +396,9 @@ def _run_split(extraction: Extraction, forward, writer: PartWriter, split: str, 
         options = tf.data.Options()
         options.threading.private_threadpool_size = threads
         dataset = dataset.with_options(options)
-    buffer = _PartBuffer(extraction.data, split, parts, writer, meter, start)
+    buffer = _PartBuffer(extraction, split, parts, writer, meter, start)
     for images, batch_rows in dataset:
-        buffer.add(forward(images).numpy().astype(extraction.dtype), batch_rows.numpy())
+        buffer.add(forward(images).numpy(), batch_rows.numpy())
     buffer.close()
     writer.drain()
     if meter:
@@ -410,18 +410,29 @@ class _PartBuffer:
 
     Rows arrive in order, minus the unreadable ones, so a part is complete once a row at or past its last
     row has been seen (or the stream has ended); the rows it lacks are the skipped ones.
+
+    Features are cast to the storage dtype here, and a part with a NaN or an infinity is never handed over:
+    the extraction stops with one line (which split, how many images, what to do), the parts before it kept.
     """
 
-    def __init__(self, data: ImageFolder, split: str, parts: list[Part], writer: PartWriter, meter, clock: float):
+    def __init__(self, extraction: Extraction, split: str, parts: list[Part], writer: PartWriter, meter,
+                 clock: float):
+        data = extraction.data
+        self.extraction, self.split = extraction, split
         self.root, self.writer, self.meter = data.root, writer, meter
         self.paths, self.labels = data.splits[split].paths, np.asarray(data.splits[split].labels)
+        self.overflowed = False  # the base's features were finite, the storage dtype could not hold them
         self.todo = deque(parts)
         self.feats: list[np.ndarray] = []
         self.rows: list[np.ndarray] = []
         self.clock = clock  # each part's seconds run from the previous hand-over (or the split's start)
 
     def add(self, feats: np.ndarray, rows: np.ndarray) -> None:
-        self.feats.append(feats)
+        with np.errstate(over="ignore"):  # an overflow is reported as such when its part is flushed
+            stored = feats.astype(self.extraction.dtype, copy=False)
+        if stored is not feats and non_finite_rows(stored) > non_finite_rows(feats):
+            self.overflowed = True
+        self.feats.append(stored)
         self.rows.append(rows)
         while self.todo and rows[-1] >= self.todo[0].stop - 1:
             self._flush(self.todo.popleft())
@@ -435,6 +446,9 @@ class _PartBuffer:
         rows = np.concatenate(self.rows) if self.rows else np.zeros((0,), np.int64)
         take = int(np.searchsorted(rows, part.stop))
         kept = rows[:take]
+        bad = non_finite_rows(feats[:take])
+        if bad:
+            raise FeatpipeError(self._non_finite(part, bad))
         skipped = sorted(set(range(part.start, part.stop)) - set(kept.tolist()))
         now = time.perf_counter()
         self.writer.put(PartData(
@@ -448,6 +462,17 @@ class _PartBuffer:
         self.feats, self.rows = [feats[take:]], [rows[take:]]
         if self.meter:
             self.meter.update(part.rows)
+
+
+    def _non_finite(self, part: Part, bad: int) -> str:
+        where = f"split {self.split!r}: {bad} of {part.rows} images ({part})"
+        kept = "the parts finished before are kept"
+        if self.overflowed:
+            return (f"{where} have features beyond {self.extraction.dtype}'s range (they would be stored as inf); "
+                    f"extract with --dtype float32 ({kept})")
+        hint = " or --precision float32" if self.extraction.precision == "mixed" else ""
+        return (f"{where} gave non-finite features (NaN or inf) from the base: check its weights and "
+                f"preprocessing{hint} ({kept})")
 
 
 def _attributes(extraction: Extraction, device: str) -> dict:

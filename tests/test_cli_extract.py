@@ -260,3 +260,25 @@ def test_shards_are_bounded_by_the_rows_and_tampered_manifests_are_redone(datase
     assert done.exit_code == 0, done.output
     assert "discarding the manifest" in caplog.text and "its splits is not this extraction's" in caplog.text
     assert json.loads(run(*common, "--json").stdout.strip().splitlines()[-1])["rows"]["train"] == 12
+
+
+def test_float16_overflow_is_refused_with_the_hint_and_float32_works(dataset, tmp_path):
+    from test_extract import scaled_base
+
+    model = scaled_base(tmp_path, 1e9).spec  # features of ~1e9: finite in float32, inf in float16
+    common = ["extract", dataset, "--backbone", model, "--cache-dir", tmp_path / "cache", "--part-rows", 4]
+    refused = run(*common, "--dtype", "float16")
+    assert refused.exit_code == 1 and refused.stderr.count("\n") == 1, refused.output
+    assert refused.stderr.startswith("featpipe: error: split 'train': ")
+    assert "have features beyond float16's range (they would be stored as inf); extract with --dtype float32" \
+        in refused.stderr
+    assert "RuntimeWarning" not in refused.output
+    assert not list((tmp_path / "cache").glob("*.h5"))
+    done = run(*common, "--dtype", "float32", "--json")
+    assert done.exit_code == 0, done.output
+    import numpy as np
+
+    from featpipe.store import FeatureCache
+
+    with FeatureCache(json.loads(done.stdout.strip().splitlines()[-1])["cache"]) as cache:
+        assert np.isfinite(cache.features("train")).all() and cache.features("train").max() > 65504

@@ -219,3 +219,25 @@ def test_a_killed_worker_is_named_and_the_rerun_finishes_the_rest(corrupt_datase
     rerun = extract(data, base, tmp_path / "c", batch_size=4, engine=LocalEngine([None, None]), progress=False)
     whole = extract(data, base, tmp_path / "whole", batch_size=4, progress=False)
     assert_same_cache(rerun.path, whole.path)
+
+
+def scaled_base(tmp_path, scale: float):
+    """The tiny base with its features multiplied by `scale` (a base whose features overflow float16, or NaN)."""
+    import keras
+
+    from conftest import tiny_cnn
+
+    inner = tiny_cnn()
+    model = keras.Model(inner.input, keras.layers.Rescaling(scale, name="scale")(inner.output))
+    path = tmp_path / f"scaled-{scale}.keras"
+    model.save(path)
+    return load_backbone(str(path))
+
+
+def test_non_finite_features_stop_the_extraction_where_they_arise(dataset, tmp_path):
+    data = load_image_folder(dataset)
+    with pytest.raises(FeatpipeError, match=r"split 'train': \d+ of 4 images \(train rows 0-3\) gave non-finite "
+                                            r"features \(NaN or inf\) from the base"):
+        extract(data, scaled_base(tmp_path, float("nan")), tmp_path / "cache", part_rows=4, progress=False)
+    [partial] = (tmp_path / "cache").glob("*.partial")
+    assert not list((tmp_path / "cache").glob("*.h5")) and not list(partial.glob("*.h5"))  # no NaN part stored
