@@ -112,6 +112,8 @@ def _merge_split(f: h5py.File, split: str, parts: list[Part], workdir: WorkDir, 
 
 def non_finite_rows(features: np.ndarray) -> int:
     """How many rows of `features` hold a NaN or an infinity."""
+    if not features.size:
+        return 0
     return int((~np.isfinite(features.reshape(len(features), -1))).any(axis=1).sum())
 
 

@@ -251,6 +251,7 @@ def extract(
     final, workdir = extraction.final_path, extraction.workdir
     if final.exists():
         return _result(final, cached=True)
+    runtime.check_batch_fits(extraction.backbone.image_size, batch_size)  # before any work: never a hang
     with workdir.lock():
         if final.exists():  # another process finished it while we were starting
             return _result(final, cached=True)
@@ -303,6 +304,7 @@ def extract_shard(
     final, workdir = extraction.final_path, extraction.workdir
     if final.exists():
         return ShardResult(final, extraction.key, shard, 0, 0, [], cached=True)
+    runtime.check_batch_fits(extraction.backbone.image_size, batch_size)
     with workdir.lock(shard=shard):
         workdir.open(extraction.manifest(engine.describe(), 1, n, part_rows))
         plan = workdir.plan()

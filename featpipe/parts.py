@@ -141,7 +141,7 @@ def check_part(path: Path, part: Part, key: str, classes: int | None = None, spl
             if lengths != {rows.shape[0]} or f[SKIPPED_PATHS].shape[0] != skipped.shape[0] \
                     or f[SKIPPED_REASONS].shape[0] != skipped.shape[0]:
                 return "its datasets have different lengths"
-            if f[FEATURES].ndim < 2 or f[FEATURES].dtype.kind != "f":
+            if f[FEATURES].dtype.kind != "f" or (rows.size and f[FEATURES].ndim < 2):
                 return "its features are not rows of floats"
             covered = np.sort(np.concatenate([rows, skipped]))
             if not np.array_equal(covered, np.arange(part.start, part.stop)) or np.any(np.diff(rows) <= 0):

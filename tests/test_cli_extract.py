@@ -282,3 +282,15 @@ def test_float16_overflow_is_refused_with_the_hint_and_float32_works(dataset, tm
 
     with FeatureCache(json.loads(done.stdout.strip().splitlines()[-1])["cache"]) as cache:
         assert np.isfinite(cache.features("train")).all() and cache.features("train").max() > 65504
+
+
+def test_an_image_size_whose_batch_cannot_fit_is_refused_before_any_work(dataset, tmp_path):
+    from conftest import tiny_cnn
+
+    model = tmp_path / "any-size.keras"
+    tiny_cnn(input_size=(None, None)).save(model)
+    result = run("extract", dataset, "--backbone", model, "--image-size", 99999, "--cache-dir", tmp_path / "c")
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+    assert result.stderr.startswith("featpipe: error: --image-size 99999x99999 with --batch-size 32 needs ")
+    assert "use a smaller --image-size or --batch-size" in result.stderr
+    assert not (tmp_path / "c").exists() or not list((tmp_path / "c").iterdir())  # no lock, no .partial

@@ -74,3 +74,9 @@ def test_shard_owners_are_arithmetic_whatever_n():
     start = time.perf_counter()
     assert shard_owners(parts, 10**20)[0] == 5 * 10**18  # a 20-digit N: one pass over the parts
     assert time.perf_counter() - start < 1
+
+
+def test_a_part_whose_every_image_was_skipped_is_sound(tmp_path):
+    data = part_data("train", 0, np.ones((2, 3), np.float32), [0, 1], skip={0, 1})
+    data.features = np.zeros((0,), np.float32)  # what the extraction hands over when no row decoded
+    assert check_part(write_part(tmp_path, "key", data), data.part, "key", classes=2) is None
