@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -32,6 +33,10 @@ MAX_ATTEMPTS = 3
 CPU_ACTOR_CPUS = 4
 INSTALL_HINT = 'pip install "featpipe[ray]"'
 NICENESS = "RAY_worker_niceness"
+# Ray retries a cluster that does not answer for minutes; featpipe first checks, within this deadline, that
+# something listens at the address.
+CONNECT_TIMEOUT_ENV = "FEATPIPE_RAY_CONNECT_TIMEOUT"
+CONNECT_TIMEOUT = 45.0
 
 
 def import_ray():
@@ -147,10 +152,12 @@ class RayEngine:
         # does nothing to a cluster that is already running, whose operator sets it with `ray start`).
         saved = os.environ.get(NICENESS)
         os.environ[NICENESS] = saved or "0"
+        where = self.address or "RAY_ADDRESS / this node"
+        timeout = connect_timeout()
         try:
+            _probe(self.address or os.environ.get("RAY_ADDRESS"), timeout)
             ray.init(address=self.address, include_dashboard=False, logging_level=logging.WARNING)
         except (ConnectionError, ValueError, RuntimeError) as e:
-            where = self.address or "RAY_ADDRESS / this node"
             raise FeatpipeError(f"cannot connect to the Ray cluster at {where}: {_first_line(e)}") from None
         finally:
             if saved is None:
@@ -290,6 +297,32 @@ class _Run:
         """Release every actor (and its GPU); parts in flight on an interrupt are simply redone by a rerun."""
         for actor in self.actors:
             self.ray.kill(actor)
+
+
+def connect_timeout() -> float:
+    """Seconds allowed to reach a Ray cluster's address: FEATPIPE_RAY_CONNECT_TIMEOUT, else CONNECT_TIMEOUT."""
+    value = os.environ.get(CONNECT_TIMEOUT_ENV, "").strip()
+    try:
+        seconds = float(value) if value else CONNECT_TIMEOUT
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise FeatpipeError(f"{CONNECT_TIMEOUT_ENV} must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
+def _probe(address: str | None, timeout: float) -> None:
+    """An address naming a host and port (``host:6379``, ``ray://host:10001``) must have something listening
+    there: a refused or unanswered TCP connection is an error at once, where Ray would retry for minutes."""
+    host, sep, port = (address or "").split("://", 1)[-1].rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return  # auto, local, or Ray's own default: nothing to probe
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        reason = "no answer" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__).lower()
+        raise FeatpipeError(f"cannot connect to the Ray cluster at {address}: {reason} "
+                            "(is a Ray head running there? `ray start --head` starts one)") from None
 
 
 def _first_line(error: BaseException) -> str:
