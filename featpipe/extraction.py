@@ -11,6 +11,7 @@ reader (tf.data decode) -> mapper (one compiled forward call) -> writer (a backg
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import deque
@@ -35,6 +36,8 @@ from featpipe.provenance import key_digest, timestamp, versions
 from featpipe.store import FeatureCache, cache_file_name
 from featpipe.workdir import WorkDir
 from featpipe.writer import PartWriter
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -256,10 +259,19 @@ def extract(
         if final.exists():  # another process finished it while we were starting
             return _result(final, cached=True)
         workdir.open(extraction.manifest(engine.describe(), engine.workers(), None, part_rows))
-        todo = workdir.missing(workdir.plan(), extraction.data)
+        plan = workdir.plan()
+        todo = workdir.missing(plan, extraction.data)
+        left = _left_to_shards(workdir, plan, todo)
         stats = {}
-        if todo:
-            stats = engine.run(extraction, todo, progress=progress, setup_seconds=time.perf_counter() - start)
+        now = [p for p in todo if p not in left]
+        if now:
+            stats = engine.run(extraction, now, progress=progress, setup_seconds=time.perf_counter() - start)
+        for shard in sorted(set(left.values())):
+            log.warning("waiting for shard %d/%d (another process) to finish its parts", *shard)
+            workdir.wait_for_shard(shard)
+        rest = workdir.missing(list(left), extraction.data)  # what a shard that stopped early did not write
+        if rest:
+            engine.run(extraction, rest, progress=progress)
         start = time.perf_counter()
         assemble(workdir)
         stats["assemble_seconds"] = time.perf_counter() - start
@@ -311,9 +323,24 @@ def extract_shard(
         todo = workdir.missing(shard_parts(plan, k, n), extraction.data)
         if todo:
             run_parts(extraction, todo, progress=progress, label=f"shard {k}/{n} ",
-                      setup_seconds=time.perf_counter() - start)
+                      setup_seconds=time.perf_counter() - start, share=shard_parts(plan, k, n))
         missing = workdir.unwritten(plan)
     return ShardResult(final, extraction.key, shard, len(todo), sum(p.rows for p in todo), missing)
+
+
+def _left_to_shards(workdir: WorkDir, plan: list[Part], todo: list[Part]) -> dict[Part, tuple[int, int]]:
+    """The parts of `todo` that shards running in other processes are extracting, each with its shard K/N:
+    a plain extract leaves them to those shards and picks up after them."""
+    left, todo = {}, set(todo)
+    for k, n in workdir.running_shards():
+        if n <= sum(p.rows for p in plan):
+            left.update({part: (k, n) for part in shard_parts(plan, k, n) if part in todo})
+    if left:
+        shards = ", ".join(f"{k}/{n}" for k, n in sorted(set(left.values())))
+        log.warning("leaving %d part%s (%d rows) to shard%s %s, running in another process; extracting the rest, "
+                    "then waiting for it", len(left), "s" * (len(left) != 1), sum(p.rows for p in left),
+                    "s" * (len(set(left.values())) != 1), shards)
+    return left
 
 
 def merge(path: str | os.PathLike) -> ExtractResult:
@@ -363,7 +390,7 @@ def forward_of(extraction: Extraction):
 
 
 def run_parts(extraction: Extraction, parts: list[Part], *, progress: bool = True, threads: int | None = None,
-              label: str = "", setup_seconds: float = 0.0, forward=None) -> dict:
+              label: str = "", setup_seconds: float = 0.0, forward=None, share: list[Part] | None = None) -> dict:
     """Extract `parts` in this process: tf.data reads and decodes, the compiled model maps, a background
     thread writes each part as soon as its rows have gone by. Returns the writer's figures.
 
@@ -371,6 +398,9 @@ def run_parts(extraction: Extraction, parts: list[Part], *, progress: bool = Tru
     first part's seconds, so that the cache's recorded cost is the whole wall time. A worker that runs part
     after part passes its `forward` (forward_of) to build and trace it only once. On an interrupt, the parts
     already finished are still written before the exception goes on.
+
+    `share`: the parts this command was given, of which `parts` are those not done before it began (default:
+    every part of the splits), so that progress says "resuming" only for work an earlier run did.
     """
     start = time.perf_counter()
     forward = forward or forward_of(extraction)
@@ -378,7 +408,9 @@ def run_parts(extraction: Extraction, parts: list[Part], *, progress: bool = Tru
     setup = setup_seconds + time.perf_counter() - start
     try:
         for split, split_parts in groupby(parts, key=lambda p: p.split):
-            _run_split(extraction, forward, writer, split, list(split_parts), progress, threads, label, setup)
+            split_parts = list(split_parts)
+            rows = sum(p.rows for p in share if p.split == split) if share is not None else None
+            _run_split(extraction, forward, writer, split, split_parts, progress, threads, label, setup, rows)
             setup = 0.0
     finally:
         writer.close()
@@ -386,9 +418,9 @@ def run_parts(extraction: Extraction, parts: list[Part], *, progress: bool = Tru
 
 
 def _run_split(extraction: Extraction, forward, writer: PartWriter, split: str, parts: list[Part], progress: bool,
-               threads: int | None, label: str, setup_seconds: float) -> None:
+               threads: int | None, label: str, setup_seconds: float, share: int | None) -> None:
     start = time.perf_counter() - setup_seconds
-    n = len(extraction.data.splits[split])
+    n = len(extraction.data.splits[split]) if share is None else share
     rows = np.concatenate([np.arange(p.start, p.stop) for p in parts])
     title = f"{label}{split}" + (f" (resuming: {n - len(rows)} of {n} images already done)" if len(rows) < n else "")
     meter = Progress(len(rows), title) if progress else None

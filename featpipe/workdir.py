@@ -12,6 +12,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -118,6 +119,19 @@ class WorkDir:
 
     # --- locks ----------------------------------------------------------------------------------------
 
+    def running_shards(self) -> list[tuple[int, int]]:
+        """The shards K/N whose lock a live process holds now (job array tasks running beside this process)."""
+        held = []
+        for path in self.path.glob("shard-*-of-*.lock"):
+            match = re.fullmatch(r"shard-(\d+)-of-(\d+)\.lock", path.name)
+            if match and _held(path, block=False):
+                held.append((int(match.group(1)), int(match.group(2))))
+        return sorted(held)
+
+    def wait_for_shard(self, shard: tuple[int, int]) -> None:
+        """Block until no process holds shard K/N's lock (Ctrl-C and SIGTERM still interrupt the wait)."""
+        _held(self.path / f"shard-{shard[0]}-of-{shard[1]}.lock", block=True)
+
     def lock(self, shard: tuple[int, int] | None = None):
         """Exclusive, non-blocking: the whole key (a full run or a merge), or one shard K/N of it."""
         path = self.lock_path if shard is None else self.path / f"shard-{shard[0]}-of-{shard[1]}.lock"
@@ -197,6 +211,21 @@ def exclusive_lock(path: Path, what: str, place: str | None = None, remove: bool
     finally:
         if remove:
             path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _held(path: Path, block: bool) -> bool:
+    """Whether another process holds the lock file `path` (taken and let go at once); with `block`, wait for it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | (0 if block else fcntl.LOCK_NB))
+        return False
+    except BlockingIOError:
+        return True
+    finally:
         os.close(fd)
 
 

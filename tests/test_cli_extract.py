@@ -128,6 +128,7 @@ def test_job_array_shards_then_merge(corrupt_dataset, tiny_model_file, tmp_path)
     assert first.exit_code == 0, first.output
     assert json.loads(first.stdout.strip().splitlines()[-1])["parts_written"] == 4
     assert "parts of other shards still missing; when every shard is done: featpipe cache merge" in first.stdout
+    assert "resuming" not in first.stderr  # the first shard of a new extraction resumes nothing
     listing = run("cache", "ls", "--cache-dir", cache_dir)
     assert "3 parts missing: train rows 0-4 (shard 0/2)" in listing.output
     assert "; rerun its extract command (or those shards) to resume)" in listing.output
@@ -136,6 +137,11 @@ def test_job_array_shards_then_merge(corrupt_dataset, tiny_model_file, tmp_path)
     assert "featpipe: error: cannot assemble" in early.stderr and "train rows 0-4 (shard 0/2)" in early.stderr
     second = run(*common, "--shard", "0/2")
     assert second.exit_code == 0 and "every part is done" in second.stdout
+    assert "resuming" not in second.stderr  # shard 1/2's parts are not this shard's work
+    [partial] = cache_dir.glob("*.partial")
+    (partial / "train-0000000000-0000000005.h5").unlink()  # as if killed after its other 2 parts
+    again = run(*common, "--shard", "0/2")
+    assert "shard 0/2 train (resuming: 10 of 15 images already done)" in again.stderr, again.stderr
     done = run("cache", "ls", "--cache-dir", cache_dir).output
     assert "(incomplete: all 7 parts done; assemble them: featpipe cache merge " in done and "rerun" not in done
     merged = run("cache", "merge", "--cache-dir", cache_dir)
