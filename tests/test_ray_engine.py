@@ -147,3 +147,26 @@ def test_the_cli_names_an_address_with_nothing_listening(dataset, tiny_model_fil
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and done.stderr.strip().splitlines()[-1].startswith(
         f"featpipe: error: cannot connect to the Ray cluster at {address}: connection refused"), done.stderr
+
+
+def test_an_address_that_never_answers_meets_the_deadline(monkeypatch):
+    ray = pytest.importorskip("ray")
+    with socket.socket() as silent:  # listens, never answers: another service on the port, or a hung head
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        monkeypatch.setenv("FEATPIPE_RAY_CONNECT_TIMEOUT", "4")
+        start = time.monotonic()
+        with pytest.raises(FeatpipeError, match=rf"cannot connect to the Ray cluster at {address}: no answer from a "
+                                                r"Ray cluster within 4 s \(set FEATPIPE_RAY_CONNECT_TIMEOUT"):
+            RayEngine(address)._init(ray)
+        assert time.monotonic() - start < 10
+
+
+@pytest.mark.slow
+def test_the_connection_check_passes_a_live_cluster(ray_cluster):
+    from featpipe.ray_engine import _probe
+
+    start = time.monotonic()
+    _probe(ray_cluster.get_runtime_context().gcs_address, 45)  # a child process connects and lets go
+    assert time.monotonic() - start < 30
