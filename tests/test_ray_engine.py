@@ -155,10 +155,10 @@ def test_an_address_that_never_answers_meets_the_deadline(monkeypatch):
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         address = f"127.0.0.1:{silent.getsockname()[1]}"
-        monkeypatch.setenv("FEATPIPE_RAY_CONNECT_TIMEOUT", "4")
+        monkeypatch.setenv("FEATPIPE_RAY_CONNECT_TIMEOUT", "2")
         start = time.monotonic()
         with pytest.raises(FeatpipeError, match=rf"cannot connect to the Ray cluster at {address}: no answer from a "
-                                                r"Ray cluster within 4 s \(set FEATPIPE_RAY_CONNECT_TIMEOUT"):
+                                                r"Ray cluster within 2 s \(set FEATPIPE_RAY_CONNECT_TIMEOUT"):
             RayEngine(address)._init(ray)
         assert time.monotonic() - start < 10
 
