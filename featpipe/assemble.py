@@ -16,31 +16,53 @@ import time
 from pathlib import Path
 
 import h5py
+import numpy as np
 
 from featpipe import atomic, store
 from featpipe.errors import FeatpipeError
-from featpipe.parts import Part, PartFile, plan_parts, shard_parts
+from featpipe.parts import Part, PartFile, plan_parts, shard_owners
 from featpipe.workdir import WorkDir
 
 
 def assemble(workdir: WorkDir) -> Path:
-    """Merge every part of the work directory's plan into its final file; the caller holds the key lock."""
+    """Merge every part of the work directory's plan into its final file; the caller holds the key lock.
+
+    The merged file is checked (featpipe.store's reader, the rows the plan expects) before it takes its final
+    name and before the parts are removed: a merge that goes wrong never costs the parts.
+    """
     manifest = workdir.manifest()
     plan = workdir.plan()
     missing = workdir.missing(plan)
     if missing:
         raise FeatpipeError(f"cannot assemble {workdir.final_path.name}: {describe_missing(missing, manifest)}")
     final = workdir.final_path
-    with atomic.atomic_path(final) as tmp, h5py.File(tmp, "w") as f:
-        store.write_header(f, manifest["key"], manifest["attrs"])
-        for split in manifest["splits"]:
-            start = time.perf_counter()
-            group = _merge_split(f, split, [workdir.part_path(p) for p in plan if p.split == split],
-                                 manifest["dtype"], manifest.get("compression"))
-            # The split's cost includes its share of the assembly.
-            group.attrs[store.SECONDS] += time.perf_counter() - start
+    with atomic.atomic_path(final) as tmp:
+        with h5py.File(tmp, "w") as f:
+            store.write_header(f, manifest["key"], manifest["attrs"])
+            for split in manifest["splits"]:
+                start = time.perf_counter()
+                group = _merge_split(f, split, [p for p in plan if p.split == split], workdir,
+                                     manifest["dtype"], manifest.get("compression"))
+                # The split's cost includes its share of the assembly.
+                group.attrs[store.SECONDS] += time.perf_counter() - start
+        _check_merged(tmp, manifest, workdir)
     workdir.remove()
     return final
+
+
+def _check_merged(path: Path, manifest: dict, workdir: WorkDir) -> None:
+    """Read the merged file back as a cache: its key, and every planned row either kept or skipped."""
+    try:
+        with store.FeatureCache(path) as cache:
+            problem = None if cache.key == manifest["key"] else "another key"
+            for split, rows in manifest["splits"].items():
+                if problem is None and cache.n_rows(split) + len(cache.skipped(split)) != rows:
+                    problem = f"split {split!r} does not have its {rows} rows"
+    except FeatpipeError as e:
+        problem = str(e)
+    if problem:
+        raise FeatpipeError(f"the assembled cache failed its check ({problem}); nothing was removed: "
+                            f"the parts are still in {workdir.path}")
 
 
 def describe_missing(missing: list[Part], manifest: dict) -> str:
@@ -49,32 +71,54 @@ def describe_missing(missing: list[Part], manifest: dict) -> str:
     owner = {}
     if shards:
         plan = plan_parts(manifest["splits"], int(manifest["part_rows"]))
-        owner = {p: k for k in range(shards) for p in shard_parts(plan, k, shards)}
+        owner = dict(zip(plan, shard_owners(plan, shards)))
     names = [f"{p}" + (f" (shard {owner[p]}/{shards})" if p in owner else "") for p in missing[:5]]
     more = f", and {len(missing) - 5} more" if len(missing) > 5 else ""
     return f"{len(missing)} part{'s' * (len(missing) != 1)} missing: {', '.join(names)}{more}"
 
 
-def _merge_split(f: h5py.File, split: str, paths: list[Path], dtype: str, compression: str | None) -> h5py.Group:
+def _merge_split(f: h5py.File, split: str, parts: list[Part], workdir: WorkDir, dtype: str,
+                 compression: str | None) -> h5py.Group:
     counts, shape = [], None
-    for path in paths:  # pass 1: sizes, one file open at a time
-        with PartFile(path) as part:
-            counts.append(part.kept)
-            if shape is None and part.kept:
-                shape = part.feature_shape
+    for part in parts:  # pass 1: sizes, one file open at a time
+        with PartFile(workdir.part_path(part)) as data:
+            counts.append(data.kept)
+            if data.kept and shape is not None and data.feature_shape != shape:
+                _reject(workdir, part, f"its features have shape {data.feature_shape}, the others {shape}")
+            if shape is None and data.kept:
+                shape = data.feature_shape
     if shape is None:
         raise FeatpipeError(f"no image of split {split!r} could be decoded; see the skipped files")
     group = store.create_split(f, split, sum(counts), shape, dtype, compression)
     features, labels, paths_out = (group[name] for name in (store.FEATURES, store.LABELS, store.PATHS))
     skipped, seconds, at = [], 0.0, 0
-    for path, k in zip(paths, counts):  # pass 2: copy, part by part (nothing per row is held in memory)
-        with PartFile(path) as part:
+    for part, k in zip(parts, counts):  # pass 2: copy, part by part (nothing per row is held in memory)
+        with PartFile(workdir.part_path(part)) as data:
             if k:
-                features[at : at + k] = part.features().astype(dtype, copy=False)
-                labels[at : at + k] = part.labels()
-                paths_out[at : at + k] = part.paths()
+                with np.errstate(over="ignore"):  # a float16 overflow is reported below, as a part to redo
+                    block = data.features().astype(dtype, copy=False)
+                bad = non_finite_rows(block)
+                if bad:
+                    _reject(workdir, part, f"{bad} of its {k} rows have non-finite features (NaN or inf)")
+                features[at : at + k] = block
+                labels[at : at + k] = data.labels()
+                paths_out[at : at + k] = data.paths()
             at += k
-            seconds += part.seconds
-            skipped += part.skipped()
+            seconds += data.seconds
+            skipped += data.skipped()
     store.finish_split(group, skipped, seconds)
     return group
+
+
+def non_finite_rows(features: np.ndarray) -> int:
+    """How many rows of `features` hold a NaN or an infinity."""
+    if not features.size:
+        return 0
+    return int((~np.isfinite(features.reshape(len(features), -1))).any(axis=1).sum())
+
+
+def _reject(workdir: WorkDir, part: Part, why: str) -> None:
+    """A part found unusable during the merge: removed (a rerun redoes it), the merge stopped, the rest kept."""
+    workdir.part_path(part).unlink(missing_ok=True)
+    raise FeatpipeError(f"the part file of {part} was removed: {why}; the other parts are kept, "
+                        "run the extract command again to redo it")

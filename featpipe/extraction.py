@@ -11,6 +11,7 @@ reader (tf.data decode) -> mapper (one compiled forward call) -> writer (a backg
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import deque
@@ -22,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from featpipe import runtime
-from featpipe.assemble import assemble, describe_missing
+from featpipe.assemble import assemble, describe_missing, non_finite_rows
 from featpipe.backbones import Backbone
 from featpipe.choices import COMPRESSIONS, DTYPES, POOLINGS
 from featpipe.data import ImageFolder
@@ -35,6 +36,8 @@ from featpipe.provenance import key_digest, timestamp, versions
 from featpipe.store import FeatureCache, cache_file_name
 from featpipe.workdir import WorkDir
 from featpipe.writer import PartWriter
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -251,14 +254,24 @@ def extract(
     final, workdir = extraction.final_path, extraction.workdir
     if final.exists():
         return _result(final, cached=True)
+    runtime.check_batch_fits(extraction.backbone.image_size, batch_size)  # before any work: never a hang
     with workdir.lock():
         if final.exists():  # another process finished it while we were starting
             return _result(final, cached=True)
         workdir.open(extraction.manifest(engine.describe(), engine.workers(), None, part_rows))
-        todo = workdir.missing(workdir.plan())
+        plan = workdir.plan()
+        todo = workdir.missing(plan, extraction.data)
+        left = _left_to_shards(workdir, plan, todo)
         stats = {}
-        if todo:
-            stats = engine.run(extraction, todo, progress=progress, setup_seconds=time.perf_counter() - start)
+        now = [p for p in todo if p not in left]
+        if now:
+            stats = engine.run(extraction, now, progress=progress, setup_seconds=time.perf_counter() - start)
+        for shard in sorted(set(left.values())):
+            log.warning("waiting for shard %d/%d (another process) to finish its parts", *shard)
+            workdir.wait_for_shard(shard)
+        rest = workdir.missing(list(left), extraction.data)  # what a shard that stopped early did not write
+        if rest:
+            engine.run(extraction, rest, progress=progress)
         start = time.perf_counter()
         assemble(workdir)
         stats["assemble_seconds"] = time.perf_counter() - start
@@ -296,18 +309,38 @@ def extract_shard(
                                  batch_size=batch_size, compression=compression,
                                  crop_to_aspect_ratio=crop_to_aspect_ratio, content_hash=content_hash,
                                  precision=precision, on_gpu=engine.gpus)
+    rows = sum(len(data.splits[s]) for s in extraction.splits)
+    if n > rows:
+        raise ArgumentError(f"{{shard}} {k}/{n} asks for more shards than the {rows} images to extract: "
+                            f"use at most {rows} shards", "shard")
     final, workdir = extraction.final_path, extraction.workdir
     if final.exists():
         return ShardResult(final, extraction.key, shard, 0, 0, [], cached=True)
+    runtime.check_batch_fits(extraction.backbone.image_size, batch_size)
     with workdir.lock(shard=shard):
         workdir.open(extraction.manifest(engine.describe(), 1, n, part_rows))
         plan = workdir.plan()
-        todo = workdir.missing(shard_parts(plan, k, n))
+        todo = workdir.missing(shard_parts(plan, k, n), extraction.data)
         if todo:
             run_parts(extraction, todo, progress=progress, label=f"shard {k}/{n} ",
-                      setup_seconds=time.perf_counter() - start)
+                      setup_seconds=time.perf_counter() - start, share=shard_parts(plan, k, n))
         missing = workdir.unwritten(plan)
     return ShardResult(final, extraction.key, shard, len(todo), sum(p.rows for p in todo), missing)
+
+
+def _left_to_shards(workdir: WorkDir, plan: list[Part], todo: list[Part]) -> dict[Part, tuple[int, int]]:
+    """The parts of `todo` that shards running in other processes are extracting, each with its shard K/N:
+    a plain extract leaves them to those shards and picks up after them."""
+    left, todo = {}, set(todo)
+    for k, n in workdir.running_shards():
+        if n <= sum(p.rows for p in plan):
+            left.update({part: (k, n) for part in shard_parts(plan, k, n) if part in todo})
+    if left:
+        shards = ", ".join(f"{k}/{n}" for k, n in sorted(set(left.values())))
+        log.warning("leaving %d part%s (%d rows) to shard%s %s, running in another process; extracting the rest, "
+                    "then waiting for it", len(left), "s" * (len(left) != 1), sum(p.rows for p in left),
+                    "s" * (len(set(left.values())) != 1), shards)
+    return left
 
 
 def merge(path: str | os.PathLike) -> ExtractResult:
@@ -357,7 +390,7 @@ def forward_of(extraction: Extraction):
 
 
 def run_parts(extraction: Extraction, parts: list[Part], *, progress: bool = True, threads: int | None = None,
-              label: str = "", setup_seconds: float = 0.0, forward=None) -> dict:
+              label: str = "", setup_seconds: float = 0.0, forward=None, share: list[Part] | None = None) -> dict:
     """Extract `parts` in this process: tf.data reads and decodes, the compiled model maps, a background
     thread writes each part as soon as its rows have gone by. Returns the writer's figures.
 
@@ -365,6 +398,9 @@ def run_parts(extraction: Extraction, parts: list[Part], *, progress: bool = Tru
     first part's seconds, so that the cache's recorded cost is the whole wall time. A worker that runs part
     after part passes its `forward` (forward_of) to build and trace it only once. On an interrupt, the parts
     already finished are still written before the exception goes on.
+
+    `share`: the parts this command was given, of which `parts` are those not done before it began (default:
+    every part of the splits), so that progress says "resuming" only for work an earlier run did.
     """
     start = time.perf_counter()
     forward = forward or forward_of(extraction)
@@ -372,7 +408,9 @@ def run_parts(extraction: Extraction, parts: list[Part], *, progress: bool = Tru
     setup = setup_seconds + time.perf_counter() - start
     try:
         for split, split_parts in groupby(parts, key=lambda p: p.split):
-            _run_split(extraction, forward, writer, split, list(split_parts), progress, threads, label, setup)
+            split_parts = list(split_parts)
+            rows = sum(p.rows for p in share if p.split == split) if share is not None else None
+            _run_split(extraction, forward, writer, split, split_parts, progress, threads, label, setup, rows)
             setup = 0.0
     finally:
         writer.close()
@@ -380,9 +418,9 @@ def run_parts(extraction: Extraction, parts: list[Part], *, progress: bool = Tru
 
 
 def _run_split(extraction: Extraction, forward, writer: PartWriter, split: str, parts: list[Part], progress: bool,
-               threads: int | None, label: str, setup_seconds: float) -> None:
+               threads: int | None, label: str, setup_seconds: float, share: int | None) -> None:
     start = time.perf_counter() - setup_seconds
-    n = len(extraction.data.splits[split])
+    n = len(extraction.data.splits[split]) if share is None else share
     rows = np.concatenate([np.arange(p.start, p.stop) for p in parts])
     title = f"{label}{split}" + (f" (resuming: {n - len(rows)} of {n} images already done)" if len(rows) < n else "")
     meter = Progress(len(rows), title) if progress else None
@@ -392,9 +430,9 @@ def _run_split(extraction: Extraction, forward, writer: PartWriter, split: str, 
         options = tf.data.Options()
         options.threading.private_threadpool_size = threads
         dataset = dataset.with_options(options)
-    buffer = _PartBuffer(extraction.data, split, parts, writer, meter, start)
+    buffer = _PartBuffer(extraction, split, parts, writer, meter, start)
     for images, batch_rows in dataset:
-        buffer.add(forward(images).numpy().astype(extraction.dtype), batch_rows.numpy())
+        buffer.add(forward(images).numpy(), batch_rows.numpy())
     buffer.close()
     writer.drain()
     if meter:
@@ -406,18 +444,29 @@ class _PartBuffer:
 
     Rows arrive in order, minus the unreadable ones, so a part is complete once a row at or past its last
     row has been seen (or the stream has ended); the rows it lacks are the skipped ones.
+
+    Features are cast to the storage dtype here, and a part with a NaN or an infinity is never handed over:
+    the extraction stops with one line (which split, how many images, what to do), the parts before it kept.
     """
 
-    def __init__(self, data: ImageFolder, split: str, parts: list[Part], writer: PartWriter, meter, clock: float):
+    def __init__(self, extraction: Extraction, split: str, parts: list[Part], writer: PartWriter, meter,
+                 clock: float):
+        data = extraction.data
+        self.extraction, self.split = extraction, split
         self.root, self.writer, self.meter = data.root, writer, meter
         self.paths, self.labels = data.splits[split].paths, np.asarray(data.splits[split].labels)
+        self.overflowed = False  # the base's features were finite, the storage dtype could not hold them
         self.todo = deque(parts)
         self.feats: list[np.ndarray] = []
         self.rows: list[np.ndarray] = []
         self.clock = clock  # each part's seconds run from the previous hand-over (or the split's start)
 
     def add(self, feats: np.ndarray, rows: np.ndarray) -> None:
-        self.feats.append(feats)
+        with np.errstate(over="ignore"):  # an overflow is reported as such when its part is flushed
+            stored = feats.astype(self.extraction.dtype, copy=False)
+        if stored is not feats and non_finite_rows(stored) > non_finite_rows(feats):
+            self.overflowed = True
+        self.feats.append(stored)
         self.rows.append(rows)
         while self.todo and rows[-1] >= self.todo[0].stop - 1:
             self._flush(self.todo.popleft())
@@ -431,6 +480,9 @@ class _PartBuffer:
         rows = np.concatenate(self.rows) if self.rows else np.zeros((0,), np.int64)
         take = int(np.searchsorted(rows, part.stop))
         kept = rows[:take]
+        bad = non_finite_rows(feats[:take])
+        if bad:
+            raise FeatpipeError(self._non_finite(part, bad))
         skipped = sorted(set(range(part.start, part.stop)) - set(kept.tolist()))
         now = time.perf_counter()
         self.writer.put(PartData(
@@ -444,6 +496,17 @@ class _PartBuffer:
         self.feats, self.rows = [feats[take:]], [rows[take:]]
         if self.meter:
             self.meter.update(part.rows)
+
+
+    def _non_finite(self, part: Part, bad: int) -> str:
+        where = f"split {self.split!r}: {bad} of {part.rows} images ({part})"
+        kept = "the parts finished before are kept"
+        if self.overflowed:
+            return (f"{where} have features beyond {self.extraction.dtype}'s range (they would be stored as inf); "
+                    f"extract with --dtype float32 ({kept})")
+        hint = " or --precision float32" if self.extraction.precision == "mixed" else ""
+        return (f"{where} gave non-finite features (NaN or inf) from the base: check its weights and "
+                f"preprocessing{hint} ({kept})")
 
 
 def _attributes(extraction: Extraction, device: str) -> dict:

@@ -72,15 +72,21 @@ def plan_parts(split_rows: dict[str, int], part_rows: int) -> list[Part]:
 
 def shard_parts(parts: list[Part], k: int, n: int) -> list[Part]:
     """The K-th of N contiguous, near-equal slices of `parts` (by row count): what shard K/N extracts."""
-    total = sum(p.rows for p in parts)
-    lo, hi = total * k / n, total * (k + 1) / n
-    taken, at = [], 0
+    return [part for part, owner in zip(parts, shard_owners(parts, n)) if owner == k]
+
+
+def shard_owners(parts: list[Part], n: int) -> list[int]:
+    """The shard K of N that extracts each part of `parts`: the slice holding the part's middle row.
+
+    Integer arithmetic, one pass over the parts whatever N is (never a loop over the shard numbers), so
+    every process computes the same owners exactly.
+    """
+    total, at, owners = sum(p.rows for p in parts), 0, []
     for part in parts:
-        middle = at + part.rows / 2  # a part belongs to the slice holding its middle row
-        if lo <= middle < hi:
-            taken.append(part)
+        # slice k holds row r when total*k/n <= r < total*(k+1)/n; the middle row is at + rows/2
+        owners.append(min(n - 1, n * (2 * at + part.rows) // (2 * total)) if total else 0)
         at += part.rows
-    return taken
+    return owners
 
 
 @dataclass
@@ -119,22 +125,37 @@ def write_part(directory: Path, key: str, data: PartData) -> Path:
     return path
 
 
-def check_part(path: Path, part: Part, key: str) -> str | None:
-    """Why the part file at `path` cannot be used for `part` of `key`, or None when it is sound."""
+def check_part(path: Path, part: Part, key: str, classes: int | None = None, split=None) -> str | None:
+    """Why the part file at `path` cannot be used for `part` of `key`, or None when it is sound.
+
+    Its contents are checked too, so a tampered or foreign part is redone rather than merged: labels within
+    `classes`, and, given the dataset's `split` (its ``paths`` and ``labels``), each row's path and label
+    those of the dataset.
+    """
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("key") != key:
                 return "it belongs to another extraction"
-            rows, skipped = f[ROWS][()], f[SKIPPED_ROWS][()]
+            rows, skipped, labels = f[ROWS][()], f[SKIPPED_ROWS][()], f[LABELS][()]
             lengths = {f[name].shape[0] for name in (FEATURES, LABELS, PATHS)} | {rows.shape[0]}
             if lengths != {rows.shape[0]} or f[SKIPPED_PATHS].shape[0] != skipped.shape[0] \
                     or f[SKIPPED_REASONS].shape[0] != skipped.shape[0]:
                 return "its datasets have different lengths"
+            if f[FEATURES].dtype.kind != "f" or (rows.size and f[FEATURES].ndim < 2):
+                return "its features are not rows of floats"
             covered = np.sort(np.concatenate([rows, skipped]))
-            if not np.array_equal(covered, np.arange(part.start, part.stop)):
-                return "its rows do not cover its range"
+            if not np.array_equal(covered, np.arange(part.start, part.stop)) or np.any(np.diff(rows) <= 0):
+                return "its rows do not cover its range in order"
+            if classes is not None and labels.size and (labels.min() < 0 or labels.max() >= classes):
+                return f"it has labels outside the {classes} classes"
+            if split is not None:
+                paths = f[PATHS].asstr()[()].tolist()
+                if paths != [split.paths[r] for r in rows]:
+                    return "its paths are not the dataset's"
+                if not np.array_equal(labels, np.asarray(split.labels, np.int64)[rows]):
+                    return "its labels are not the dataset's"
             float(f.attrs[SECONDS])
-    except (OSError, KeyError, ValueError, TypeError) as e:
+    except (OSError, KeyError, ValueError, TypeError, IndexError) as e:
         return f"it cannot be read ({type(e).__name__})"
     return None
 

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import subprocess
+import sys
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -32,6 +35,11 @@ MAX_ATTEMPTS = 3
 CPU_ACTOR_CPUS = 4
 INSTALL_HINT = 'pip install "featpipe[ray]"'
 NICENESS = "RAY_worker_niceness"
+# Ray retries a cluster that does not answer for minutes, deaf to Ctrl-C; featpipe first checks, within this
+# deadline, that something listens at the address and that it is a Ray cluster (a connection in a child process,
+# stopped at the deadline).
+CONNECT_TIMEOUT_ENV = "FEATPIPE_RAY_CONNECT_TIMEOUT"
+CONNECT_TIMEOUT = 45.0
 
 
 def import_ray():
@@ -147,10 +155,12 @@ class RayEngine:
         # does nothing to a cluster that is already running, whose operator sets it with `ray start`).
         saved = os.environ.get(NICENESS)
         os.environ[NICENESS] = saved or "0"
+        where = self.address or "RAY_ADDRESS / this node"
+        timeout = connect_timeout()
         try:
+            _probe(self.address or os.environ.get("RAY_ADDRESS"), timeout)
             ray.init(address=self.address, include_dashboard=False, logging_level=logging.WARNING)
         except (ConnectionError, ValueError, RuntimeError) as e:
-            where = self.address or "RAY_ADDRESS / this node"
             raise FeatpipeError(f"cannot connect to the Ray cluster at {where}: {_first_line(e)}") from None
         finally:
             if saved is None:
@@ -290,6 +300,51 @@ class _Run:
         """Release every actor (and its GPU); parts in flight on an interrupt are simply redone by a rerun."""
         for actor in self.actors:
             self.ray.kill(actor)
+
+
+def connect_timeout() -> float:
+    """Seconds allowed to reach a Ray cluster's address: FEATPIPE_RAY_CONNECT_TIMEOUT, else CONNECT_TIMEOUT."""
+    value = os.environ.get(CONNECT_TIMEOUT_ENV, "").strip()
+    try:
+        seconds = float(value) if value else CONNECT_TIMEOUT
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise FeatpipeError(f"{CONNECT_TIMEOUT_ENV} must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
+# A child process connects and lets go: Ray's connection loop runs in C++ and does not return to Python (so
+# neither a deadline nor Ctrl-C reaches it) until it gives up, minutes later.
+_TRY_CONNECT = ("import logging, sys, ray; ray.init(address=sys.argv[1], include_dashboard=False, "
+                "logging_level=logging.ERROR); ray.shutdown()")
+
+
+def _probe(address: str | None, timeout: float) -> None:
+    """An address naming a host and port (``host:6379``, ``ray://host:10001``) must answer within `timeout`
+    seconds: nothing listening is an error at once, and a cluster that does not answer (another service on that
+    port, a hung head) is an error at the deadline, where Ray would retry for minutes."""
+    host, sep, port = (address or "").split("://", 1)[-1].rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return  # auto, local, or Ray's own default: nothing to probe
+    def refused(reason: str) -> FeatpipeError:
+        return FeatpipeError(f"cannot connect to the Ray cluster at {address}: {reason}")
+
+    deadline = time.monotonic() + timeout
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        reason = "no answer" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__).lower()
+        raise refused(f"{reason} (is a Ray head running there? `ray start --head` starts one)") from None
+    try:
+        done = subprocess.run([sys.executable, "-c", _TRY_CONNECT, address], capture_output=True, text=True,
+                              timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        raise refused(f"no answer from a Ray cluster within {timeout:g} s "
+                      f"(set {CONNECT_TIMEOUT_ENV} to wait longer)") from None
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        raise refused(lines[-1].strip() if lines else f"exit code {done.returncode}")
 
 
 def _first_line(error: BaseException) -> str:

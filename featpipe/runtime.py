@@ -10,7 +10,7 @@ import contextlib
 from typing import Iterator
 
 from featpipe.choices import PRECISIONS
-from featpipe.errors import FeatpipeError
+from featpipe.errors import ArgumentError, FeatpipeError
 
 
 def gpus() -> list:
@@ -91,3 +91,29 @@ def default_batch_size() -> int:
 def compute_dtype(precision: str = "auto") -> str:
     """The dtype layers compute in under `precision` on this machine (part of cache and run keys)."""
     return "float16" if policy_name(precision) == "mixed_float16" else "float32"
+
+
+# One batch of decoded, resized float32 pixels is held several times at once (tf.data's prefetch, the batch the
+# model is on, its first activations, which are bigger still): a batch over this share of the available memory
+# cannot run; tf.data would block in its allocations instead of failing.
+BATCH_MEMORY_SHARE = 1 / 4
+
+
+def check_batch_fits(image_size: tuple[int, int], batch_size: int, memory: int | None = None) -> None:
+    """Refuse, in one line and before any work, an image size whose batches cannot fit in this node's memory
+    (`memory` bytes; default: what is available now). Unknown memory: no check."""
+    if memory is None:
+        from featpipe.distribute import available_memory
+
+        memory = available_memory()
+    height, width = image_size
+    need = batch_size * height * width * 3 * 4
+    if memory is not None and need > memory * BATCH_MEMORY_SHARE:
+        raise ArgumentError(
+            f"{{image_size}} {height}x{width} with {{batch_size}} {batch_size} needs {_gib(need)} for one batch of "
+            f"pixels alone, and about 4 times that to run, with {_gib(memory)} of memory available: use a "
+            "smaller {image_size} or {batch_size}", "image_size", "batch_size")
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:,.1f} GiB"

@@ -26,6 +26,7 @@ def part_data(split: str, start: int, features: np.ndarray, labels, skip=(), sec
 
 def manifest(key: str, splits: dict[str, int], part_rows: int, attrs: dict, dtype: str = "float32",
              compression: str | None = None, shards: int | None = None) -> dict:
+    attrs = {"classes": ["a", "b"], **attrs}  # a manifest names its classes (featpipe.workdir checks it)
     return {"key": key, "splits": splits, "part_rows": part_rows, "attrs": attrs, "dtype": dtype,
             "compression": compression, "shards": shards}
 

@@ -10,6 +10,7 @@ from cache_fixtures import manifest, part_data
 from featpipe.assemble import assemble
 from featpipe.errors import FeatpipeError
 from featpipe.parts import write_part
+from featpipe import store
 from featpipe.store import FeatureCache
 from featpipe.workdir import WorkDir
 
@@ -78,3 +79,49 @@ def test_more_parts_than_the_open_file_limit(tmp_path):
     assert done.returncode == 0, done.stderr
     with FeatureCache(workdir.final_path) as cache:
         np.testing.assert_array_equal(cache.features("train"), features.astype(np.float16))
+
+
+def test_a_part_with_out_of_range_labels_is_redone_not_merged(tmp_path):
+    workdir, _ = _workdir(tmp_path)
+    bad = workdir.plan()[1]
+    write_part(workdir.path, "k", part_data("train", 3, np.ones((3, 2), np.float32), [0, 5, 1]))
+    with pytest.raises(FeatpipeError, match="1 part missing: train rows 3-5"):
+        assemble(workdir)
+    assert not workdir.part_path(bad).exists() and not (tmp_path / "c.h5").exists()
+    assert len(list(workdir.path.glob("*.h5"))) == len(workdir.plan()) - 1  # every other part is kept
+
+
+def test_a_part_with_non_finite_features_is_removed_and_the_rest_kept(tmp_path):
+    workdir, _ = _workdir(tmp_path)
+    features = np.ones((3, 2), np.float32)
+    features[1, 0] = np.nan
+    write_part(workdir.path, "k", part_data("train", 3, features, [0, 1, 1]))
+    with pytest.raises(FeatpipeError, match=r"part file of train rows 3-5 was removed: 1 of its 3 rows have "
+                                            r"non-finite features"):
+        assemble(workdir)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.h5.partial"]
+    assert len(list(workdir.path.glob("*.h5"))) == len(workdir.plan()) - 1
+
+
+def test_float16_overflow_at_the_merge_is_refused(tmp_path):
+    workdir, _ = _workdir(tmp_path)  # a float16 cache: 1e6 does not fit
+    write_part(workdir.path, "k", part_data("train", 0, np.full((3, 2), 1e6, np.float32), [0, 1, 0]))
+    with pytest.raises(FeatpipeError, match="3 of its 3 rows have non-finite features"):
+        assemble(workdir)
+
+
+def test_the_merged_file_is_checked_before_the_parts_are_removed(tmp_path, monkeypatch):
+    workdir, _ = _workdir(tmp_path)
+    parts = sorted(p.name for p in workdir.path.iterdir())
+    finish = store.finish_split
+
+    def finish_badly(group, skipped, seconds):  # a merge gone wrong: a label no class has
+        finish(group, skipped, seconds)
+        group[store.LABELS][0] = 9
+
+    monkeypatch.setattr(store, "finish_split", finish_badly)
+    with pytest.raises(FeatpipeError, match=r"the assembled cache failed its check \(.*labels outside.*\); nothing was "
+                                            r"removed: the parts are still in"):
+        assemble(workdir)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.h5.partial"]
+    assert sorted(p.name for p in workdir.path.iterdir()) == parts

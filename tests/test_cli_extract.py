@@ -128,6 +128,7 @@ def test_job_array_shards_then_merge(corrupt_dataset, tiny_model_file, tmp_path)
     assert first.exit_code == 0, first.output
     assert json.loads(first.stdout.strip().splitlines()[-1])["parts_written"] == 4
     assert "parts of other shards still missing; when every shard is done: featpipe cache merge" in first.stdout
+    assert "resuming" not in first.stderr  # the first shard of a new extraction resumes nothing
     listing = run("cache", "ls", "--cache-dir", cache_dir)
     assert "3 parts missing: train rows 0-4 (shard 0/2)" in listing.output
     assert "; rerun its extract command (or those shards) to resume)" in listing.output
@@ -136,6 +137,11 @@ def test_job_array_shards_then_merge(corrupt_dataset, tiny_model_file, tmp_path)
     assert "featpipe: error: cannot assemble" in early.stderr and "train rows 0-4 (shard 0/2)" in early.stderr
     second = run(*common, "--shard", "0/2")
     assert second.exit_code == 0 and "every part is done" in second.stdout
+    assert "resuming" not in second.stderr  # shard 1/2's parts are not this shard's work
+    [partial] = cache_dir.glob("*.partial")
+    (partial / "train-0000000000-0000000005.h5").unlink()  # as if killed after its other 2 parts
+    again = run(*common, "--shard", "0/2")
+    assert "shard 0/2 train (resuming: 10 of 15 images already done)" in again.stderr, again.stderr
     done = run("cache", "ls", "--cache-dir", cache_dir).output
     assert "(incomplete: all 7 parts done; assemble them: featpipe cache merge " in done and "rerun" not in done
     merged = run("cache", "merge", "--cache-dir", cache_dir)
@@ -239,3 +245,58 @@ def test_a_100_megapixel_jpeg_is_extracted_and_the_decode_rule_is_a_key_fact(dat
     info = json.loads(run("cache", "info", summary["cache"], "--json").stdout)
     with FeatureCache(summary["cache"]) as cache:
         assert cache.facts["decode"] == DECODE_RULE and info["key"] == cache.key
+
+
+def test_shards_are_bounded_by_the_rows_and_tampered_manifests_are_redone(dataset, tiny_model_file, tmp_path,
+                                                                           caplog):
+    cache_dir = tmp_path / "cache"
+    common = ["extract", dataset, "--backbone", tiny_model_file, "--cache-dir", cache_dir, "--part-rows", 4]
+    huge = run(*common, "--shard", "0/10000000")
+    assert huge.exit_code == 1 and huge.stderr.count("\n") == 1
+    assert "--shard 0/10000000 asks for more shards than the 24 images to extract: use at most 24" in huge.stderr
+    assert not cache_dir.exists() or not list(cache_dir.iterdir())  # nothing was planned, no manifest kept
+    assert run(*common, "--shard", "0/2").exit_code == 0
+    [partial] = cache_dir.glob("*.partial")
+    manifest = json.loads((partial / "manifest.json").read_text())
+    (partial / "manifest.json").write_text(json.dumps({**manifest, "shards": 10**20}))
+    listing = run("cache", "ls", "--cache-dir", cache_dir)  # at once, and one line about it
+    assert listing.exit_code == 0 and "no usable manifest.json" in listing.output
+    (partial / "manifest.json").write_text(json.dumps({**manifest, "splits": {**manifest["splits"], "train": 3}}))
+    done = run(*common)  # fewer rows than the dataset: redone with a warning, never a cache missing rows
+    assert done.exit_code == 0, done.output
+    assert "discarding the manifest" in caplog.text and "its splits is not this extraction's" in caplog.text
+    assert json.loads(run(*common, "--json").stdout.strip().splitlines()[-1])["rows"]["train"] == 12
+
+
+def test_float16_overflow_is_refused_with_the_hint_and_float32_works(dataset, tmp_path):
+    from test_extract import scaled_base
+
+    model = scaled_base(tmp_path, 1e9).spec  # features of ~1e9: finite in float32, inf in float16
+    common = ["extract", dataset, "--backbone", model, "--cache-dir", tmp_path / "cache", "--part-rows", 4]
+    refused = run(*common, "--dtype", "float16")
+    assert refused.exit_code == 1 and refused.stderr.count("\n") == 1, refused.output
+    assert refused.stderr.startswith("featpipe: error: split 'train': ")
+    assert "have features beyond float16's range (they would be stored as inf); extract with --dtype float32" \
+        in refused.stderr
+    assert "RuntimeWarning" not in refused.output
+    assert not list((tmp_path / "cache").glob("*.h5"))
+    done = run(*common, "--dtype", "float32", "--json")
+    assert done.exit_code == 0, done.output
+    import numpy as np
+
+    from featpipe.store import FeatureCache
+
+    with FeatureCache(json.loads(done.stdout.strip().splitlines()[-1])["cache"]) as cache:
+        assert np.isfinite(cache.features("train")).all() and cache.features("train").max() > 65504
+
+
+def test_an_image_size_whose_batch_cannot_fit_is_refused_before_any_work(dataset, tmp_path):
+    from conftest import tiny_cnn
+
+    model = tmp_path / "any-size.keras"
+    tiny_cnn(input_size=(None, None)).save(model)
+    result = run("extract", dataset, "--backbone", model, "--image-size", 99999, "--cache-dir", tmp_path / "c")
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+    assert result.stderr.startswith("featpipe: error: --image-size 99999x99999 with --batch-size 32 needs ")
+    assert "use a smaller --image-size or --batch-size" in result.stderr
+    assert not (tmp_path / "c").exists() or not list((tmp_path / "c").iterdir())  # no lock, no .partial

@@ -4,6 +4,7 @@ import csv
 import json
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -186,8 +187,9 @@ def test_non_finite_features_are_refused_naming_split_and_count(tmp_path, head, 
     features = features.copy()
     features[[1, 4], 0] = [np.nan, np.inf]
     features[4, 3] = -np.inf  # two bad values in one row: still one row
-    data["validation"] = (features, labels)
     path = write_cache(tmp_path / "poisoned.h5", data, ["cat", "dog"])
+    with h5py.File(path, "r+") as f:  # poisoned after the fact: extraction and assembly never store these
+        f["validation/features"][...] = features
     extra = ["--max-memory", memory] if memory else []
     result = run("train", path, "--head", head, "--no-data-check", "--runs-dir", tmp_path / "runs", *extra)
     assert result.exit_code == 1 and result.output.count("\n") == 1 and "Traceback" not in result.output

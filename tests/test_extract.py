@@ -1,7 +1,9 @@
+import logging
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from dataclasses import replace
 
@@ -12,8 +14,10 @@ from conftest import make_dataset
 from featpipe.backbones import load_backbone
 from featpipe.data import load_image_folder
 from featpipe.distribute import LocalEngine
+from featpipe import extraction as extraction_module
 from featpipe.errors import FeatpipeError
 from featpipe.extraction import extract, extract_shard, merge
+from featpipe.parts import Part
 from featpipe.pipeline import indexed_images
 from featpipe.store import FeatureCache
 from featpipe.workdir import WorkDir
@@ -219,3 +223,55 @@ def test_a_killed_worker_is_named_and_the_rerun_finishes_the_rest(corrupt_datase
     rerun = extract(data, base, tmp_path / "c", batch_size=4, engine=LocalEngine([None, None]), progress=False)
     whole = extract(data, base, tmp_path / "whole", batch_size=4, progress=False)
     assert_same_cache(rerun.path, whole.path)
+
+
+def scaled_base(tmp_path, scale: float):
+    """The tiny base with its features multiplied by `scale` (a base whose features overflow float16, or NaN)."""
+    import keras
+
+    from conftest import tiny_cnn
+
+    inner = tiny_cnn()
+    model = keras.Model(inner.input, keras.layers.Rescaling(scale, name="scale")(inner.output))
+    path = tmp_path / f"scaled-{scale}.keras"
+    model.save(path)
+    return load_backbone(str(path))
+
+
+def test_non_finite_features_stop_the_extraction_where_they_arise(dataset, tmp_path):
+    data = load_image_folder(dataset)
+    with pytest.raises(FeatpipeError, match=r"split 'train': \d+ of 4 images \(train rows 0-3\) gave non-finite "
+                                            r"features \(NaN or inf\) from the base"):
+        extract(data, scaled_base(tmp_path, float("nan")), tmp_path / "cache", part_rows=4, progress=False)
+    [partial] = (tmp_path / "cache").glob("*.partial")
+    assert not list((tmp_path / "cache").glob("*.h5")) and not list(partial.glob("*.h5"))  # no NaN part stored
+
+
+def test_a_plain_extract_leaves_a_running_shards_parts_to_it(dataset, base, tmp_path, caplog, monkeypatch):
+    data = load_image_folder(dataset)
+    shard_one = extract_shard(data, base, tmp_path, shard=(1, 2), part_rows=4, progress=False)
+    workdir = WorkDir(shard_one.path)
+    ran, holding = [], threading.Event()
+    run_parts = extraction_module.run_parts
+    monkeypatch.setattr(extraction_module, "run_parts",
+                        lambda extraction, parts, **kw: ran.append((time.monotonic(), parts)) or
+                        run_parts(extraction, parts, **kw))
+
+    def shard_zero_running():  # another process's shard 0/2, which stops without writing anything
+        with workdir.lock(shard=(0, 2)):
+            holding.set()
+            time.sleep(2)
+        ran.append((time.monotonic(), "shard 0/2 ended"))
+
+    other = threading.Thread(target=shard_zero_running)
+    other.start()
+    holding.wait()
+    with caplog.at_level(logging.WARNING, logger="featpipe"):
+        result = extract(data, base, tmp_path, part_rows=4, progress=False)
+    other.join()
+    assert "leaving 3 parts (12 rows) to shard 0/2, running in another process" in caplog.text
+    assert "waiting for shard 0/2" in caplog.text
+    # Nothing of shard 0/2 was extracted while it ran; once it ended, its parts were picked up here.
+    assert [what for _, what in ran] == ["shard 0/2 ended", [Part("train", 0, 4), Part("train", 4, 8),
+                                                              Part("train", 8, 12)]]
+    assert result.rows == {"train": 12, "validation": 6, "test": 6}

@@ -213,6 +213,7 @@ def test_unfreeze_specs_resolve_to_a_layer_index(tiny_model_file):
     ({"fine_tune_learning_rate": 0}, "must be positive"),
     ({"augment": "flip,blur=2"}, "unknown augmentation 'blur'"),
     ({"unfreeze": "top:0"}, "^unfreeze top:N must have N between"),
+    ({"batch_size": 10**9}, r"^image_size 32x32 with batch_size 1000000000 needs [\d,.]+ GiB for one batch"),
 ])
 def test_bad_options_are_clear_errors(tiny_model_file, params, message):
     with pytest.raises(FeatpipeError, match=message):

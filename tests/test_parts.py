@@ -1,3 +1,5 @@
+import time
+
 import h5py
 import numpy as np
 import pytest
@@ -5,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cache_fixtures import part_data
-from featpipe.parts import PART_MAX_ROWS, Part, check_part, part_rows_for, plan_parts, shard_parts, write_part
+from featpipe.parts import (PART_MAX_ROWS, Part, check_part, part_rows_for, plan_parts, shard_owners, shard_parts,
+                            write_part)
 
 
 def test_part_names_round_trip_and_ignore_other_files():
@@ -53,7 +56,7 @@ def test_written_part_reads_back_and_is_validated(tmp_path):
         assert f.attrs["seconds"] == 0.5
     assert check_part(path, data.part, "key") is None
     assert check_part(path, data.part, "other") == "it belongs to another extraction"
-    assert check_part(path, Part("train", 10, 16), "key") == "its rows do not cover its range"
+    assert check_part(path, Part("train", 10, 16), "key") == "its rows do not cover its range in order"
 
 
 @pytest.mark.parametrize("cut", [0, 100, 0.5])
@@ -63,3 +66,17 @@ def test_a_truncated_part_is_reported_not_raised(tmp_path, cut):
     raw = path.read_bytes()
     path.write_bytes(raw[: int(len(raw) * cut) if isinstance(cut, float) else cut])
     assert check_part(path, data.part, "key").startswith("it cannot be read")
+
+
+def test_shard_owners_are_arithmetic_whatever_n():
+    parts = [Part("train", a, a + 5) for a in range(0, 50, 5)]
+    assert shard_owners(parts, 2) == [0] * 5 + [1] * 5
+    start = time.perf_counter()
+    assert shard_owners(parts, 10**20)[0] == 5 * 10**18  # a 20-digit N: one pass over the parts
+    assert time.perf_counter() - start < 1
+
+
+def test_a_part_whose_every_image_was_skipped_is_sound(tmp_path):
+    data = part_data("train", 0, np.ones((2, 3), np.float32), [0, 1], skip={0, 1})
+    data.features = np.zeros((0,), np.float32)  # what the extraction hands over when no row decoded
+    assert check_part(write_part(tmp_path, "key", data), data.part, "key", classes=2) is None

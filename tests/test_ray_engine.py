@@ -2,8 +2,10 @@
 
 import json
 import logging
+import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 
@@ -112,3 +114,59 @@ def test_killed_actors_mean_a_retry_then_a_named_part_and_the_cli_rerun_does_the
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0 and json.loads(again.stdout.strip().splitlines()[-1])["cached"] is True
     assert CliRunner().invoke(main, [*args, "--shard", "0/2"]).exit_code == 2
+
+
+def _free_local_port() -> int:
+    with socket.socket() as s:  # bound, then closed: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("form", ["127.0.0.1:{port}", "ray://127.0.0.1:{port}"])
+def test_an_address_with_nothing_listening_is_one_line_at_once(form, monkeypatch):
+    ray = pytest.importorskip("ray")
+    address = form.format(port=_free_local_port())
+    start = time.monotonic()
+    with pytest.raises(FeatpipeError, match=rf"cannot connect to the Ray cluster at {address}: connection refused"):
+        RayEngine(address)._init(ray)  # what connect() calls when this process has no Ray yet
+    assert time.monotonic() - start < 5
+    monkeypatch.setenv("FEATPIPE_RAY_CONNECT_TIMEOUT", "soon")
+    with pytest.raises(FeatpipeError, match="FEATPIPE_RAY_CONNECT_TIMEOUT must be a positive number of seconds"):
+        RayEngine(address)._init(ray)
+
+
+@pytest.mark.slow  # a subprocess loading TensorFlow: ~12 s
+def test_the_cli_names_an_address_with_nothing_listening(dataset, tiny_model_file, tmp_path):
+    address = f"127.0.0.1:{_free_local_port()}"
+    probe = textwrap.dedent(f"""
+        import sys
+        from featpipe.cli import main
+        sys.exit(main(["extract", {str(dataset)!r}, "-b", {tiny_model_file!r}, "--cache-dir", {str(tmp_path)!r},
+                       "--engine", "ray", "--ray-address", {address!r}]))
+    """)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.strip().splitlines()[-1].startswith(
+        f"featpipe: error: cannot connect to the Ray cluster at {address}: connection refused"), done.stderr
+
+
+def test_an_address_that_never_answers_meets_the_deadline(monkeypatch):
+    ray = pytest.importorskip("ray")
+    with socket.socket() as silent:  # listens, never answers: another service on the port, or a hung head
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        monkeypatch.setenv("FEATPIPE_RAY_CONNECT_TIMEOUT", "2")
+        start = time.monotonic()
+        with pytest.raises(FeatpipeError, match=rf"cannot connect to the Ray cluster at {address}: no answer from a "
+                                                r"Ray cluster within 2 s \(set FEATPIPE_RAY_CONNECT_TIMEOUT"):
+            RayEngine(address)._init(ray)
+        assert time.monotonic() - start < 10
+
+
+@pytest.mark.slow
+def test_the_connection_check_passes_a_live_cluster(ray_cluster):
+    from featpipe.ray_engine import _probe
+
+    start = time.monotonic()
+    _probe(ray_cluster.get_runtime_context().gcs_address, 45)  # a child process connects and lets go
+    assert time.monotonic() - start < 30

@@ -48,3 +48,12 @@ def test_auto_is_float32_on_a_cpu_and_bad_choices_are_refused():
         with precision_scope("half"):
             pass
     assert keras.mixed_precision.dtype_policy().name == "float32"
+
+
+def test_a_batch_that_cannot_fit_in_memory_is_refused():
+    from featpipe.errors import ArgumentError
+    from featpipe.runtime import check_batch_fits
+
+    check_batch_fits((224, 224), 32, memory=2 * 2**30)  # 19 MB of pixels: fine on 2 GiB
+    with pytest.raises(ArgumentError, match=r"image_size 4000x4000 with batch_size 32 needs 5.7 GiB for one batch"):
+        check_batch_fits((4000, 4000), 32, memory=16 * 2**30)

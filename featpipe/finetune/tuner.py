@@ -198,6 +198,7 @@ class FineTuner:
             raise FeatpipeError(f"--calibration must be one of {', '.join(CALIBRATIONS)}, got {self.calibration!r}")
         canonical_augment(self.augment)
         runtime.policy_name(self.precision)
+        runtime.check_batch_fits(self.backbone.image_size, self.batch_size)  # else tf.data blocks, deaf to Ctrl-C
         unfreeze_start(self.backbone.model, self.unfreeze)
 
     def plan(self) -> list[tuple[str, int, int, float]]:
