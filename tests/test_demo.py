@@ -125,7 +125,8 @@ def test_half_generated_data_is_never_used(tmp_path, tiny_model_file, monkeypatc
     assert not (tmp_path / "out" / "data-seed0").exists()
 
 
-@pytest.mark.parametrize("where", ["--base-cache", pytest.param("XDG_CACHE_HOME", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["--base-cache", "XDG_CACHE_HOME"])
 def test_an_unwritable_base_cache_pretrains_into_the_demo_folder_and_says_so(tmp_path, small_target, monkeypatch,
                                                                               caplog, where):
     """Issue 20, item 7: a read-only HOME or --base-cache (here: a path through a regular file, which no user,

@@ -247,6 +247,7 @@ def test_non_finite_features_stop_the_extraction_where_they_arise(dataset, tmp_p
     assert not list((tmp_path / "cache").glob("*.h5")) and not list(partial.glob("*.h5"))  # no NaN part stored
 
 
+@pytest.mark.slow
 def test_a_plain_extract_leaves_a_running_shards_parts_to_it(dataset, base, tmp_path, caplog, monkeypatch):
     data = load_image_folder(dataset)
     shard_one = extract_shard(data, base, tmp_path, shard=(1, 2), part_rows=4, progress=False)

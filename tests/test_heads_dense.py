@@ -160,7 +160,8 @@ def test_a_constant_feature_is_divided_by_one():
     assert np.all(out[:, 1] == 0)
 
 
-@pytest.mark.parametrize("n_classes", [2, pytest.param(3, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("n_classes", [2, 3])
 def test_temperature_scaling_is_fitted_on_validation_and_lowers_its_log_loss(n_classes, tmp_path):
     data = splits(n_classes=n_classes, spread=6.0, rows={"train": 120, "validation": 200, "test": 60})
     params = {"epochs": 5, "units": 32, "learning_rate": 0.02}

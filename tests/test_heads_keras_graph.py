@@ -51,6 +51,7 @@ def test_spatial_features_are_averaged_first():
         np.testing.assert_allclose(keras.ops.convert_to_numpy(model(X)), head.predict_proba(X), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_features_of_scale_1e17_keep_their_standardisation():
     data = {s: (X * 1e-17, y) for s, (X, y) in splits(n_classes=3, spread=2.0).items()}
     head = make_head("logreg").fit(*data["train"], **validation(data))

@@ -147,6 +147,7 @@ def test_numbered_markers_never_overlap_each_other_or_the_legend(tmp_path, monke
     assert numbers <= {r["number"] for r in runs}
 
 
+@pytest.mark.slow
 def test_interval_plot_rows_are_labelled_and_never_overlap(tmp_path, monkeypatch):
     for i in range(plots.FOREST_RUNS + 5):
         make_run(tmp_path, f"r{i}", head=f"head{i}", val=0.5 + i / 200, test=0.7, seed=i)
