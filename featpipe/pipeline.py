@@ -16,6 +16,7 @@ rows went missing and records them with `unreadable_reason`.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -167,18 +168,22 @@ def indexed_images(
     crop_to_aspect_ratio: bool = False,
     rows: np.ndarray | None = None,
     limit: int | None = None,
+    sieve=None,
 ) -> tf.data.Dataset:
     """(image, row) pairs for `rows` of `files` (all by default), in order; unusable files are dropped.
 
-    `limit` caps the pixels an image may claim (default: `max_pixels()`).
+    `limit` caps the pixels an image may claim (default: `max_pixels()`). `sieve(row, digest)`, if given, is
+    called in row order with the content digest (`content_digest`) of every usable file, computed from the
+    bytes already read (no second read); the rows it returns True for are not decoded (their features come
+    from elsewhere: featpipe.reuse). It runs in tf.data's generator thread, ahead of the consumer.
     """
     rows = np.arange(len(files)) if rows is None else np.asarray(rows, dtype=np.int64)
     limit = max_pixels(limit)
     paths = [files[i] for i in rows]
 
     def checked():
-        for row, found in zip(rows.tolist(), _read_all(paths, limit, size)):
-            if found is not None:
+        for row, found in zip(rows.tolist(), _read_all(paths, limit, size, digest=sieve is not None)):
+            if found is not None and not (sieve is not None and sieve(row, found[2])):
                 yield found[0], row, found[1]
 
     signature = (tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.int64), tf.TensorSpec((), tf.int32))
@@ -188,14 +193,21 @@ def indexed_images(
     return dataset.ignore_errors()
 
 
-def _read_all(paths: list[str], limit: int, size: tuple[int, int]):
-    """Each path's checked (bytes, decode branch) (None when unusable), in order, read by a few threads a
-    window at a time."""
+def content_digest(data: bytes) -> bytes:
+    """An image's identity: the SHA-256 of its bytes (32 bytes). With the model side of a cache key it
+    determines the features, whatever the file's name, folder or time."""
+    return hashlib.sha256(data).digest()
+
+
+def _read_all(paths: list[str], limit: int, size: tuple[int, int], digest: bool = False):
+    """Each path's checked (bytes, decode branch, content digest or None) (None when unusable), in order, read
+    by a few threads a window at a time (the digest too: hashlib releases the GIL)."""
     def read(path):
         try:
-            return _read_checked(path, limit, size)
+            data, branch = _read_checked(path, limit, size)
         except UnusableFile:
             return None
+        return data, branch, content_digest(data) if digest else None
 
     with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="featpipe-read") as pool:
         for start in range(0, len(paths), READ_WINDOW):
