@@ -375,25 +375,30 @@ def _check_options(data, splits, pooling, dtype, batch_size, compression) -> lis
 
 
 def forward_of(extraction: Extraction):
-    """The compiled forward call of the extraction's feature model: what maps image batches to features."""
-    with runtime.precision_scope(extraction.precision):
-        return compiled_forward(extraction.backbone.feature_model(extraction.pooling))
+    """The compiled forward call of the extraction's feature model: what maps image batches to features. Built
+    on its first call: a run whose images are all known copies their rows without building the model."""
+    def build():
+        with runtime.precision_scope(extraction.precision):
+            return compiled_forward(extraction.backbone.feature_model(extraction.pooling))
+
+    return _Lazy(build)
 
 
 def run_parts(extraction: Extraction, parts: list[Part], *, progress: bool = True, threads: int | None = None,
-              label: str = "", setup_seconds: float = 0.0, forward=None) -> dict:
+              label: str = "", setup_seconds: float = 0.0, forward=None, reuse: Reuse | None = None) -> dict:
     """Extract `parts` in this process: tf.data reads and decodes, the compiled model maps, a background
     thread writes each part as soon as its rows have gone by. Returns the writer's figures.
 
     `setup_seconds` (what the caller spent getting here: listing, fingerprinting, loading) is counted in the
     first part's seconds, so that the cache's recorded cost is the whole wall time. A worker that runs part
-    after part passes its `forward` (forward_of) to build and trace it only once. On an interrupt, the parts
+    after part passes its `forward` (forward_of) to build and trace it only once, and its `reuse`
+    (featpipe.reuse.Reuse of the extraction's index) to load the index once. On an interrupt, the parts
     already finished are still written before the exception goes on.
     """
     start = time.perf_counter()
-    # Built on first use: a run whose images are all known copies them without building the feature model.
-    forward = forward or _Lazy(lambda: forward_of(extraction))
-    reuse = Reuse(extraction.reuse_index)
+    forward = forward or forward_of(extraction)
+    own_reuse = reuse is None
+    reuse = Reuse(extraction.reuse_index) if own_reuse else reuse
     writer = PartWriter(extraction.workdir.path, extraction.key)
     setup = setup_seconds + time.perf_counter() - start
     try:
@@ -403,7 +408,8 @@ def run_parts(extraction: Extraction, parts: list[Part], *, progress: bool = Tru
             setup = 0.0
     finally:
         writer.close()
-        reuse.close()
+        if own_reuse:
+            reuse.close()
     return {"write_seconds": writer.write_seconds, "write_wait_seconds": writer.wait_seconds}
 
 

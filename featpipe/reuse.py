@@ -199,7 +199,7 @@ class Reuse:
         cache = self._open.pop(source, None)
         if cache is not None:
             cache.close()
-        log.warning("not reusing rows of %s: %s; computing them instead", self.sources[source]["path"], why)
+        log.warning("not reusing rows of %s (%s); computing them instead", self.sources[source]["path"], why)
 
     def close(self) -> None:
         for cache in self._open.values():
