@@ -493,11 +493,13 @@ class _PartBuffer:
     def add(self, feats: np.ndarray, rows: np.ndarray) -> None:
         self.feats.append(feats)
         self.rows.append(rows)
-        while self.todo and rows[-1] >= self.todo[0].stop - 1:
+        # The last part waits for the stream's end (`close`): its seconds then include the input pipeline's
+        # shutdown, which can take seconds on a loaded machine, so the recorded seconds stay the wall time.
+        while len(self.todo) > 1 and rows[-1] >= self.todo[0].stop - 1:
             self._flush(self.todo.popleft())
 
     def close(self) -> None:
-        while self.todo:  # trailing parts whose last images were all unreadable or known
+        while self.todo:  # the last part, and trailing parts whose last images were all unreadable or known
             self._flush(self.todo.popleft())
 
     def _flush(self, part: Part) -> None:
