@@ -16,11 +16,7 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench_scale import Sampler  # same directory: the peak RSS / open files / disk sampler
+from bench_scale import run_sampled  # same directory: a measured extraction subprocess
 
 DRIVER = r"""
 import json, sys, time
@@ -78,20 +74,9 @@ def make_base(path: Path, size: int, width: int) -> None:
 
 
 def run(data: Path, model: Path, cache: Path, batch: int, reuse: bool, nofile: int) -> dict:
-    def limit():
-        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(data), str(model), str(cache), str(batch),
-                             "1" if reuse else "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=limit)
-    sampler = Sampler(proc.pid, cache)
-    sampler.start()
-    out, err = proc.communicate()
-    sampler.running = False
-    sampler.join()
-    if proc.returncode != 0:
-        raise SystemExit(f"extraction failed (exit {proc.returncode}):\n{err[-3000:]}")
-    return {**json.loads(out.strip().splitlines()[-1]), "rss_mb": sampler.rss / 2**20, "files": sampler.files}
+    result, sampler = run_sampled([DRIVER, str(data), str(model), str(cache), str(batch), "1" if reuse else "0"],
+                                  cache, nofile)
+    return {**result, "rss_mb": sampler.rss / 2**20, "files": sampler.files}
 
 
 def main() -> None:
