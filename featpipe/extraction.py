@@ -6,7 +6,9 @@ plans the parts, hands the missing ones to an engine — this process (`InProces
 (featpipe.distribute) or a Ray cluster (featpipe.ray_engine), chosen by featpipe.engines.make_engine — and
 assembles the cache (featpipe.assemble). `extract_shard` runs one slice K/N of the parts and stops, for job
 arrays; `merge` assembles what they wrote. Every engine ends in `run_parts`, the one place parts are run: the
-reader (tf.data decode) -> mapper (one compiled forward call) -> writer (a background thread) loop.
+reader (tf.data decode) -> mapper (one compiled forward call) -> writer (a background thread) loop. It is
+also where rows are reused (featpipe.reuse): the reader digests every image's bytes, and those an earlier cache
+of the same model side holds skip the decode and the base and are copied from it — the same for every engine.
 """
 
 from __future__ import annotations
