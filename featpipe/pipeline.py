@@ -119,8 +119,11 @@ def read_image(path: str, limit: int, size: tuple[int, int] | None = None) -> by
 def _read_checked(path: str, limit: int, size: tuple[int, int] | None) -> tuple[bytes, int]:
     """(bytes, decode branch: log2 of the JPEG reduction, 0 for a full-size decode) of a checked image."""
     data = read_regular_file(path, _max_bytes(limit))
-    reduction = jpeg_reduction(check_header(data, limit, size), size)
-    return data, reduction.bit_length() - 1
+    return data, _decode_branch(data, limit, size)
+
+
+def _decode_branch(data: bytes, limit: int, size: tuple[int, int] | None) -> int:
+    return jpeg_reduction(check_header(data, limit, size), size).bit_length() - 1
 
 
 def _pil_reason(error: Exception) -> str:
@@ -173,17 +176,18 @@ def indexed_images(
     """(image, row) pairs for `rows` of `files` (all by default), in order; unusable files are dropped.
 
     `limit` caps the pixels an image may claim (default: `max_pixels()`). `sieve(row, digest)`, if given, is
-    called in row order with the content digest (`content_digest`) of every usable file, computed from the
-    bytes already read (no second read); the rows it returns True for are not decoded (their features come
-    from elsewhere: featpipe.reuse). It runs in tf.data's generator thread, ahead of the consumer.
+    called with the content digest (`content_digest`) of every regular file read, computed from the bytes
+    already read (no second read), in the reading threads, ahead of the consumer: every row before one the
+    dataset yields has been sieved. The rows it returns True for are neither checked nor decoded (their
+    features come from elsewhere: featpipe.reuse).
     """
     rows = np.arange(len(files)) if rows is None else np.asarray(rows, dtype=np.int64)
     limit = max_pixels(limit)
     paths = [files[i] for i in rows]
 
     def checked():
-        for row, found in zip(rows.tolist(), _read_all(paths, limit, size, digest=sieve is not None)):
-            if found is not None and not (sieve is not None and sieve(row, found[2])):
+        for row, found in zip(rows.tolist(), _read_all(paths, limit, size, rows.tolist(), sieve)):
+            if found is not None:
                 yield found[0], row, found[1]
 
     signature = (tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.int64), tf.TensorSpec((), tf.int32))
@@ -199,19 +203,24 @@ def content_digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-def _read_all(paths: list[str], limit: int, size: tuple[int, int], digest: bool = False):
-    """Each path's checked (bytes, decode branch, content digest or None) (None when unusable), in order, read
-    by a few threads a window at a time (the digest too: hashlib releases the GIL)."""
-    def read(path):
+def _read_all(paths: list[str], limit: int, size: tuple[int, int], rows: list[int] | None = None, sieve=None):
+    """Each path's checked (bytes, decode branch) (None when unusable or taken by `sieve`), in order, read by a
+    few threads a window at a time (the digest too: hashlib releases the GIL)."""
+    def read(path, row=None):
         try:
-            data, branch = _read_checked(path, limit, size)
+            if sieve is None:
+                return _read_checked(path, limit, size)
+            data = read_regular_file(path, _max_bytes(limit))
+            if sieve(row, content_digest(data)):
+                return None  # known: not decoded, so its header need not be checked either
+            return data, _decode_branch(data, limit, size)
         except UnusableFile:
             return None
-        return data, branch, content_digest(data) if digest else None
 
     with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="featpipe-read") as pool:
         for start in range(0, len(paths), READ_WINDOW):
-            yield from pool.map(read, paths[start:start + READ_WINDOW])
+            window = slice(start, start + READ_WINDOW)
+            yield from pool.map(read, paths[window], *([rows[window]] if sieve is not None else []))
 
 
 def unreadable_reason(path: str, limit: int | None = None, size: tuple[int, int] | None = None) -> str:
