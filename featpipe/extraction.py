@@ -359,7 +359,7 @@ def _with_reuse(extraction: Extraction, reuse: bool, reuse_from) -> Extraction:
     if not reuse:
         return extraction
     index = build_index(extraction.cache_dir, extraction.facts, [Path(p) for p in reuse_from])
-    return replace(extraction, reuse_index=None if index is None else str(index))
+    return replace(extraction, reuse_index=None if index is None else str(index.resolve()))  # for any cwd
 
 
 def _check_options(data, splits, pooling, dtype, batch_size, compression) -> list[str]:
