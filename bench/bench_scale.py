@@ -139,26 +139,31 @@ def _du(path: Path) -> int:
     return total
 
 
-def run_one(work: Path, model: Path, n: int, batch: int, workers: int, nofile: int) -> dict:
-    data, cache = work / f"data-{n}", work / f"cache-{n}"
-    start = time.perf_counter()
-    make_images(data, n)
-    generated = time.perf_counter() - start
-
+def run_sampled(args: list[str], cache: Path, nofile: int) -> tuple[dict, Sampler]:
+    """`python -c *args` under `ulimit -n nofile`, sampled: (the JSON its last line prints, the sampler)."""
     def limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(data), str(model), str(cache), str(batch),
-                             str(workers)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=limit)
+    proc = subprocess.Popen([sys.executable, "-c", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=limit)
     sampler = Sampler(proc.pid, cache)
     sampler.start()
     out, err = proc.communicate()
     sampler.running = False
     sampler.join()
     if proc.returncode != 0:
-        raise SystemExit(f"extraction of {n} images failed (exit {proc.returncode}):\n{err[-3000:]}")
-    result = json.loads(out.strip().splitlines()[-1])
+        raise SystemExit(f"extraction failed (exit {proc.returncode}):\n{err[-3000:]}")
+    return json.loads(out.strip().splitlines()[-1]), sampler
+
+
+def run_one(work: Path, model: Path, n: int, batch: int, workers: int, nofile: int) -> dict:
+    data, cache = work / f"data-{n}", work / f"cache-{n}"
+    start = time.perf_counter()
+    make_images(data, n)
+    generated = time.perf_counter() - start
+
+    result, sampler = run_sampled([DRIVER, str(data), str(model), str(cache), str(batch), str(workers)], cache,
+                                  nofile)
     shutil.rmtree(data)
     shutil.rmtree(cache)
     wall = result["wall"]

@@ -13,6 +13,7 @@ I/O, a small share of the extraction (see bench/bench_scale.py).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 
 import h5py
@@ -79,7 +80,7 @@ def describe_missing(missing: list[Part], manifest: dict) -> str:
 
 def _merge_split(f: h5py.File, split: str, parts: list[Part], workdir: WorkDir, dtype: str,
                  compression: str | None) -> h5py.Group:
-    counts, shape = [], None
+    counts, shape, with_digests = [], None, True
     for part in parts:  # pass 1: sizes, one file open at a time
         with PartFile(workdir.part_path(part)) as data:
             counts.append(data.kept)
@@ -87,11 +88,13 @@ def _merge_split(f: h5py.File, split: str, parts: list[Part], workdir: WorkDir, 
                 _reject(workdir, part, f"its features have shape {data.feature_shape}, the others {shape}")
             if shape is None and data.kept:
                 shape = data.feature_shape
+            # A part written before digests were kept (a resumed old run): the split gets none, never wrong ones.
+            with_digests = with_digests and data.digests() is not None
     if shape is None:
         raise FeatpipeError(f"no image of split {split!r} could be decoded; see the skipped files")
-    group = store.create_split(f, split, sum(counts), shape, dtype, compression)
+    group = store.create_split(f, split, sum(counts), shape, dtype, compression, digests=with_digests)
     features, labels, paths_out = (group[name] for name in (store.FEATURES, store.LABELS, store.PATHS))
-    skipped, seconds, at = [], 0.0, 0
+    skipped, seconds, at, computed, reused, recorded = [], 0.0, 0, 0, Counter(), False
     for part, k in zip(parts, counts):  # pass 2: copy, part by part (nothing per row is held in memory)
         with PartFile(workdir.part_path(part)) as data:
             if k:
@@ -103,10 +106,16 @@ def _merge_split(f: h5py.File, split: str, parts: list[Part], workdir: WorkDir, 
                 features[at : at + k] = block
                 labels[at : at + k] = data.labels()
                 paths_out[at : at + k] = data.paths()
+                if with_digests:
+                    group[store.DIGESTS][at : at + k] = data.digests()
             at += k
             seconds += data.seconds
             skipped += data.skipped()
-    store.finish_split(group, skipped, seconds)
+            origin = data.origin
+            recorded = recorded or origin is not None
+            computed += k if origin is None else origin[0]  # a part from before origins were kept: computed
+            reused.update({} if origin is None else origin[1])
+    store.finish_split(group, skipped, seconds, computed if recorded else None, dict(reused))
     return group
 
 

@@ -6,7 +6,9 @@ plans the parts, hands the missing ones to an engine — this process (`InProces
 (featpipe.distribute) or a Ray cluster (featpipe.ray_engine), chosen by featpipe.engines.make_engine — and
 assembles the cache (featpipe.assemble). `extract_shard` runs one slice K/N of the parts and stops, for job
 arrays; `merge` assembles what they wrote. Every engine ends in `run_parts`, the one place parts are run: the
-reader (tf.data decode) -> mapper (one compiled forward call) -> writer (a background thread) loop.
+reader (tf.data decode) -> mapper (one compiled forward call) -> writer (a background thread) loop. It is
+also where rows are reused (featpipe.reuse): the reader digests every image's bytes, and those an earlier cache
+of the same model side holds skip the decode and the base and are copied from it — the same for every engine.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import os
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import groupby
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from featpipe.parts import Part, PartData, part_rows_for, shard_parts
 from featpipe.pipeline import DECODE_RULE, batched, indexed_images, unreadable_reason
 from featpipe.progress import Progress
 from featpipe.provenance import key_digest, timestamp, versions
+from featpipe.reuse import Reuse, build_index
 from featpipe.store import FeatureCache, cache_file_name
 from featpipe.workdir import WorkDir
 from featpipe.writer import PartWriter
@@ -54,10 +57,15 @@ class ExtractResult:
     # This run's own figures (empty when cached): seconds the background writer wrote and the forward loop
     # waited for it; seconds of assembly.
     stats: dict = field(default_factory=dict)
+    # Where each split's rows came from: {"computed": rows, "reused": {source cache file: rows}} (None: a
+    # cache made before this was recorded).
+    origin: dict[str, dict | None] = field(default_factory=dict)
 
     def summary(self) -> dict:
         return {
             "cache": str(self.path), "key": self.key, "cached": self.cached, "rows": self.rows,
+            "computed": {s: o["computed"] for s, o in self.origin.items() if o is not None},
+            "reused": {s: sum(o["reused"].values()) for s, o in self.origin.items() if o is not None},
             "skipped": {split: len(items) for split, items in self.skipped.items()},
             "seconds": round(self.seconds, 3),
             "images_per_second": None if self.images_per_second is None else round(self.images_per_second, 1),
@@ -117,6 +125,9 @@ class Extraction:
     precision: str  # resolved: "mixed" or "float32", so every worker builds the model alike
     facts: dict
     key: str
+    # The index of rows this run may copy instead of computing (featpipe.reuse.build_index); None: none.
+    # Not part of the key: a reused row is the row the base would compute.
+    reuse_index: str | None = None
 
     @property
     def final_path(self) -> Path:
@@ -138,6 +149,7 @@ class Extraction:
             "cache_dir": str(self.cache_dir.resolve()), "splits": list(self.splits), "pooling": self.pooling,
             "dtype": self.dtype, "batch_size": self.batch_size, "compression": self.compression,
             "crop_to_aspect_ratio": self.crop_to_aspect_ratio, "content_hash": self.content_hash, "key": self.key,
+            "reuse_index": self.reuse_index,
         }
 
     @classmethod
@@ -162,7 +174,7 @@ class Extraction:
             precision=job["precision"])
         if extraction.key != job["key"]:
             raise FeatpipeError("the dataset or the base changed since this extraction was planned; run it again")
-        return extraction
+        return replace(extraction, reuse_index=job.get("reuse_index"))
 
     def manifest(self, device: str, workers: int, shards: int | None, part_rows: int | None) -> dict:
         split_rows = {s: len(self.data.splits[s]) for s in self.splits}
@@ -236,6 +248,8 @@ def extract(
     progress: bool = True,
     part_rows: int | None = None,
     engine=None,
+    reuse: bool = True,
+    reuse_from: list[str | os.PathLike] = (),
 ) -> ExtractResult:
     """Extract features for `splits` (default: all) unless this exact extraction is cached already.
 
@@ -243,7 +257,9 @@ def extract(
     node (featpipe.distribute.LocalEngine) or a Ray cluster (featpipe.ray_engine.RayEngine); build one with
     featpipe.engines.make_engine. Whichever runs them, one cache file is assembled here. `part_rows` overrides
     the part size (rows per part file) of a new extraction. `precision` is the one `backbone` was built under
-    (auto: mixed float16 when the engine runs on GPUs).
+    (auto: mixed float16 when the engine runs on GPUs). With `reuse` (the default), rows whose images are
+    in a cache of `cache_dir` or of `reuse_from` made with the same model side are copied, not computed
+    (featpipe.reuse).
     """
     start = time.perf_counter()
     engine = engine or InProcessEngine()
@@ -263,6 +279,8 @@ def extract(
         todo = workdir.missing(plan, extraction.data)
         left = _left_to_shards(workdir, plan, todo)
         stats = {}
+        if todo:
+            extraction = _with_reuse(extraction, reuse, reuse_from)
         now = [p for p in todo if p not in left]
         if now:
             stats = engine.run(extraction, now, progress=progress, setup_seconds=time.perf_counter() - start)
@@ -294,6 +312,8 @@ def extract_shard(
     precision: str = "auto",
     progress: bool = True,
     part_rows: int | None = None,
+    reuse: bool = True,
+    reuse_from: list[str | os.PathLike] = (),
 ) -> ShardResult:
     """Extract slice K of N of the parts (by sorted file order) into part files only; `merge` assembles them.
 
@@ -322,7 +342,7 @@ def extract_shard(
         plan = workdir.plan()
         todo = workdir.missing(shard_parts(plan, k, n), extraction.data)
         if todo:
-            run_parts(extraction, todo, progress=progress, label=f"shard {k}/{n} ",
+            run_parts(_with_reuse(extraction, reuse, reuse_from), todo, progress=progress, label=f"shard {k}/{n} ",
                       setup_seconds=time.perf_counter() - start, share=shard_parts(plan, k, n))
         missing = workdir.unwritten(plan)
     return ShardResult(final, extraction.key, shard, len(todo), sum(p.rows for p in todo), missing)
@@ -369,6 +389,13 @@ def missing_parts(path: str | os.PathLike) -> str:
     return f"{describe_missing(missing, workdir.manifest())}; rerun its extract command (or those shards) to resume"
 
 
+def _with_reuse(extraction: Extraction, reuse: bool, reuse_from) -> Extraction:
+    if not reuse:
+        return extraction
+    index = build_index(extraction.cache_dir, extraction.facts, [Path(p) for p in reuse_from])
+    return replace(extraction, reuse_index=None if index is None else str(index.resolve()))  # for any cwd
+
+
 def _check_options(data, splits, pooling, dtype, batch_size, compression) -> list[str]:
     splits = list(splits or data.splits)
     missing = [s for s in splits if s not in data.splits]
@@ -384,19 +411,25 @@ def _check_options(data, splits, pooling, dtype, batch_size, compression) -> lis
 
 
 def forward_of(extraction: Extraction):
-    """The compiled forward call of the extraction's feature model: what maps image batches to features."""
-    with runtime.precision_scope(extraction.precision):
-        return compiled_forward(extraction.backbone.feature_model(extraction.pooling))
+    """The compiled forward call of the extraction's feature model: what maps image batches to features. Built
+    on its first call: a run whose images are all known copies their rows without building the model."""
+    def build():
+        with runtime.precision_scope(extraction.precision):
+            return compiled_forward(extraction.backbone.feature_model(extraction.pooling))
+
+    return _Lazy(build)
 
 
 def run_parts(extraction: Extraction, parts: list[Part], *, progress: bool = True, threads: int | None = None,
-              label: str = "", setup_seconds: float = 0.0, forward=None, share: list[Part] | None = None) -> dict:
+              label: str = "", setup_seconds: float = 0.0, forward=None, reuse: Reuse | None = None,
+              share: list[Part] | None = None) -> dict:
     """Extract `parts` in this process: tf.data reads and decodes, the compiled model maps, a background
     thread writes each part as soon as its rows have gone by. Returns the writer's figures.
 
     `setup_seconds` (what the caller spent getting here: listing, fingerprinting, loading) is counted in the
     first part's seconds, so that the cache's recorded cost is the whole wall time. A worker that runs part
-    after part passes its `forward` (forward_of) to build and trace it only once. On an interrupt, the parts
+    after part passes its `forward` (forward_of) to build and trace it only once, and its `reuse`
+    (featpipe.reuse.Reuse of the extraction's index) to load the index once. On an interrupt, the parts
     already finished are still written before the exception goes on.
 
     `share`: the parts this command was given, of which `parts` are those not done before it began (default:
@@ -404,99 +437,176 @@ def run_parts(extraction: Extraction, parts: list[Part], *, progress: bool = Tru
     """
     start = time.perf_counter()
     forward = forward or forward_of(extraction)
+    own_reuse = reuse is None
+    reuse = Reuse(extraction.reuse_index) if own_reuse else reuse
     writer = PartWriter(extraction.workdir.path, extraction.key)
     setup = setup_seconds + time.perf_counter() - start
     try:
         for split, split_parts in groupby(parts, key=lambda p: p.split):
-            split_parts = list(split_parts)
             rows = sum(p.rows for p in share if p.split == split) if share is not None else None
-            _run_split(extraction, forward, writer, split, split_parts, progress, threads, label, setup, rows)
+            _run_split(extraction, forward, reuse, writer, split, list(split_parts), progress, threads, label,
+                       setup, rows)
             setup = 0.0
     finally:
         writer.close()
+        if own_reuse:
+            reuse.close()
     return {"write_seconds": writer.write_seconds, "write_wait_seconds": writer.wait_seconds}
 
 
-def _run_split(extraction: Extraction, forward, writer: PartWriter, split: str, parts: list[Part], progress: bool,
-               threads: int | None, label: str, setup_seconds: float, share: int | None) -> None:
+class _Lazy:
+    """A call whose function is made on the first call."""
+
+    def __init__(self, make):
+        self._make, self._function = make, None
+
+    def __call__(self, *args):
+        if self._function is None:
+            self._function = self._make()
+        return self._function(*args)
+
+
+def _run_split(extraction: Extraction, forward, reuse: Reuse, writer: PartWriter, split: str, parts: list[Part],
+               progress: bool, threads: int | None, label: str, setup_seconds: float, share: int | None) -> None:
     start = time.perf_counter() - setup_seconds
     n = len(extraction.data.splits[split]) if share is None else share
     rows = np.concatenate([np.arange(p.start, p.stop) for p in parts])
     title = f"{label}{split}" + (f" (resuming: {n - len(rows)} of {n} images already done)" if len(rows) < n else "")
     meter = Progress(len(rows), title) if progress else None
-    dataset = batched(indexed_images(extraction.data.files(split), extraction.backbone.image_size,
-                                     extraction.crop_to_aspect_ratio, rows), extraction.batch_size)
+    files = extraction.data.files(split)
+
+    def compute(rows):  # (features, rows) of these rows, through the base; unusable ones are left out
+        return _forward_rows(extraction, forward, files, rows, threads)
+
+    buffer = _PartBuffer(extraction, split, parts, writer, meter, start, reuse, compute)
+    for feats, batch_rows in _forward_rows(extraction, forward, files, rows, threads, sieve=buffer.sieve):
+        buffer.add(feats, batch_rows)
+    buffer.close()
+    writer.drain()
+    if meter:
+        meter.close(f"{buffer.computed} computed, {buffer.reused} reused")
+
+
+def _forward_rows(extraction: Extraction, forward, files: list[str], rows: np.ndarray, threads: int | None,
+                  sieve=None):
+    """(features, rows) batches of the base over `rows` of `files`, minus unusable files and those `sieve` takes;
+    the features as the base gives them (the part buffer casts them to the storage dtype)."""
+    dataset = batched(indexed_images(files, extraction.backbone.image_size, extraction.crop_to_aspect_ratio, rows,
+                                     sieve=sieve), extraction.batch_size)
     if threads:  # several workers on one machine divide its cores instead of each taking them all
         options = tf.data.Options()
         options.threading.private_threadpool_size = threads
         dataset = dataset.with_options(options)
-    buffer = _PartBuffer(extraction, split, parts, writer, meter, start)
     for images, batch_rows in dataset:
-        buffer.add(forward(images).numpy(), batch_rows.numpy())
-    buffer.close()
-    writer.drain()
-    if meter:
-        meter.close()
+        yield forward(images).numpy(), batch_rows.numpy()
 
 
 class _PartBuffer:
     """Collects (features, row) batches and hands each part to the writer as soon as its rows have gone by.
 
-    Rows arrive in order, minus the unreadable ones, so a part is complete once a row at or past its last
-    row has been seen (or the stream has ended); the rows it lacks are the skipped ones.
+    Rows arrive in order, minus the unreadable ones and the known ones, so a part is complete once a row at or
+    past its last row has been seen (or the stream has ended). `sieve` sees every usable row's digest first
+    (in the reader's thread, ahead of the stream) and takes the rows `reuse` knows: their features are copied
+    from their source cache when the part is flushed (rows whose source fails are computed then, by
+    `compute`). The rows a part lacks are the skipped ones.
 
     Features are cast to the storage dtype here, and a part with a NaN or an infinity is never handed over:
     the extraction stops with one line (which split, how many images, what to do), the parts before it kept.
     """
 
     def __init__(self, extraction: Extraction, split: str, parts: list[Part], writer: PartWriter, meter,
-                 clock: float):
+                 clock: float, reuse: Reuse, compute):
         data = extraction.data
         self.extraction, self.split = extraction, split
         self.root, self.writer, self.meter = data.root, writer, meter
         self.paths, self.labels = data.splits[split].paths, np.asarray(data.splits[split].labels)
+        self.reuse, self.compute = reuse, compute
         self.overflowed = False  # the base's features were finite, the storage dtype could not hold them
         self.todo = deque(parts)
         self.feats: list[np.ndarray] = []
         self.rows: list[np.ndarray] = []
+        self.digests: dict[int, bytes] = {}  # row -> content digest, until its part is written
+        self.known: dict[int, int] = {}  # row -> reuse entry
+        self.computed = self.reused = 0
         self.clock = clock  # each part's seconds run from the previous hand-over (or the split's start)
 
+    def sieve(self, row: int, digest: bytes) -> bool:
+        self.digests[row] = digest
+        entry = self.reuse.find(digest)
+        if entry is None:
+            return False
+        self.known[row] = entry
+        return True
+
     def add(self, feats: np.ndarray, rows: np.ndarray) -> None:
+        self.feats.append(self._stored(feats))
+        self.rows.append(rows)
+        # The last part waits for the stream's end (`close`): its seconds then include the input pipeline's
+        # shutdown, which can take seconds on a loaded machine, so the recorded seconds stay the wall time.
+        while len(self.todo) > 1 and rows[-1] >= self.todo[0].stop - 1:
+            self._flush(self.todo.popleft())
+
+    def _stored(self, feats: np.ndarray) -> np.ndarray:
+        """`feats` in the storage dtype, noting an overflow (finite features the dtype turns into inf)."""
         with np.errstate(over="ignore"):  # an overflow is reported as such when its part is flushed
             stored = feats.astype(self.extraction.dtype, copy=False)
         if stored is not feats and non_finite_rows(stored) > non_finite_rows(feats):
             self.overflowed = True
-        self.feats.append(stored)
-        self.rows.append(rows)
-        while self.todo and rows[-1] >= self.todo[0].stop - 1:
-            self._flush(self.todo.popleft())
+        return stored
 
     def close(self) -> None:
-        while self.todo:  # trailing parts whose last images were all unreadable
+        while self.todo:  # the last part, and trailing parts whose last images were all unreadable or known
             self._flush(self.todo.popleft())
 
     def _flush(self, part: Part) -> None:
         feats = np.concatenate(self.feats) if self.feats else np.zeros((0,), np.float32)
         rows = np.concatenate(self.rows) if self.rows else np.zeros((0,), np.int64)
         take = int(np.searchsorted(rows, part.stop))
-        kept = rows[:take]
-        bad = non_finite_rows(feats[:take])
+        pieces = [(feats[:take], rows[:take])]
+        self.feats, self.rows = [feats[take:]], [rows[take:]]
+        reused, failed = self._copy(part, pieces)
+        if failed:
+            pieces += [(self._stored(f), r) for f, r in self.compute(np.asarray(failed, np.int64))]
+        pieces = [(f, r) for f, r in pieces if len(r)]
+        kept = np.concatenate([r for _, r in pieces]) if pieces else np.zeros((0,), np.int64)
+        order = np.argsort(kept, kind="stable")
+        kept = kept[order]
+        features = np.concatenate([f for f, _ in pieces])[order] if pieces else np.zeros((0,), np.float32)
+        bad = non_finite_rows(features)
         if bad:
             raise FeatpipeError(self._non_finite(part, bad))
+        digests = np.frombuffer(b"".join(self.digests[r] for r in kept.tolist()), np.uint8).reshape(-1, 32)
+        for row in range(part.start, part.stop):
+            self.digests.pop(row, None)
         skipped = sorted(set(range(part.start, part.stop)) - set(kept.tolist()))
+        self.reused += sum(reused.values())
+        self.computed += len(kept) - sum(reused.values())
         now = time.perf_counter()
         self.writer.put(PartData(
-            part=part, features=feats[:take], labels=self.labels[kept], rows=kept,
+            part=part, features=features, labels=self.labels[kept], rows=kept,
             paths=[self.paths[r] for r in kept], skipped_rows=np.asarray(skipped, np.int64),
             skipped_paths=[self.paths[r] for r in skipped],
             skipped_reasons=[unreadable_reason(os.path.join(self.root, self.paths[r])) for r in skipped],
             seconds=now - self.clock, clock_from=now if not self.todo else None,
+            digests=digests, reused=reused,
         ))
         self.clock = now
-        self.feats, self.rows = [feats[take:]], [rows[take:]]
         if self.meter:
             self.meter.update(part.rows)
 
+    def _copy(self, part: Part, pieces: list) -> tuple[dict[str, int], list[int]]:
+        """Copy the part's known rows from their sources into `pieces`: ({source: rows copied}, rows not copied)."""
+        known = [(row, self.known.pop(row)) for row in range(part.start, part.stop) if row in self.known]
+        if not known:
+            return {}, []
+        found, names = self.reuse.copy([e for _, e in known], [self.digests[r] for r, _ in known])
+        copied = [i for i, f in enumerate(found) if f is not None]
+        if copied:
+            pieces.append((np.stack([found[i] for i in copied]), np.array([known[i][0] for i in copied], np.int64)))
+        reused: dict[str, int] = {}
+        for i in copied:
+            reused[names[i]] = reused.get(names[i], 0) + 1
+        return reused, [known[i][0] for i, f in enumerate(found) if f is None]
 
     def _non_finite(self, part: Part, bad: int) -> str:
         where = f"split {self.split!r}: {bad} of {part.rows} images ({part})"
@@ -535,5 +645,5 @@ def _result(path: Path, cached: bool, stats: dict | None = None) -> ExtractResul
             rows={s: cache.n_rows(s) for s in cache.splits},
             skipped={s: cache.skipped(s) for s in cache.splits},
             seconds=timing["seconds"], images_per_second=timing["images_per_second"],
-            stats=stats or {},
+            stats=stats or {}, origin={s: cache.origin(s) for s in cache.splits},
         )

@@ -9,17 +9,19 @@ and two processes that happen to produce the same part (a rerun racing a straggl
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from featpipe import atomic
-from featpipe.store import FEATURES, LABELS, PATHS, SECONDS, SKIPPED_PATHS, SKIPPED_REASONS, STR
+from featpipe.store import (COMPUTED, DIGESTS, FEATURES, LABELS, PATHS, REUSED, SECONDS, SKIPPED_PATHS,
+                            SKIPPED_REASONS, STR)
 
 # A part file: the cache's split datasets (featpipe.store) for its kept rows, plus these two.
 ROWS, SKIPPED_ROWS = "rows", "skipped_rows"
@@ -105,6 +107,10 @@ class PartData:
     # The last part of a run also counts the time from this perf_counter() reading until it is on disk: the
     # run waits for that write, so it is part of the run's wall time.
     clock_from: float | None = None
+    # The kept rows' content digests (rows, 32) (None: not known, e.g. a part written before they were kept),
+    # and where the rows came from: {source cache file: rows copied}; the others were computed.
+    digests: np.ndarray | None = None
+    reused: dict[str, int] = field(default_factory=dict)
 
 
 def write_part(directory: Path, key: str, data: PartData) -> Path:
@@ -120,6 +126,10 @@ def write_part(directory: Path, key: str, data: PartData) -> Path:
         f.create_dataset(SKIPPED_ROWS, data=data.skipped_rows.astype(np.int64))
         f.create_dataset(SKIPPED_PATHS, data=data.skipped_paths, dtype=STR)
         f.create_dataset(SKIPPED_REASONS, data=data.skipped_reasons, dtype=STR)
+        if data.digests is not None:  # (a part without digests keeps the layout of before issue 19)
+            f.create_dataset(DIGESTS, data=np.asarray(data.digests, np.uint8))
+            f.attrs[REUSED] = json.dumps(data.reused)
+            f.attrs[COMPUTED] = len(data.rows) - sum(data.reused.values())
         waited = time.perf_counter() - data.clock_from if data.clock_from is not None else 0.0
         f.attrs[SECONDS] = data.seconds + waited
     return path
@@ -143,6 +153,8 @@ def check_part(path: Path, part: Part, key: str, classes: int | None = None, spl
                 return "its datasets have different lengths"
             if f[FEATURES].dtype.kind != "f" or (rows.size and f[FEATURES].ndim < 2):
                 return "its features are not rows of floats"
+            if DIGESTS in f and f[DIGESTS].shape != (rows.shape[0], 32):
+                return "its digests do not match its rows"
             covered = np.sort(np.concatenate([rows, skipped]))
             if not np.array_equal(covered, np.arange(part.start, part.stop)) or np.any(np.diff(rows) <= 0):
                 return "its rows do not cover its range in order"
@@ -186,6 +198,17 @@ class PartFile:
 
     def paths(self) -> np.ndarray:
         return self._file[PATHS][()]
+
+    def digests(self) -> np.ndarray | None:
+        return self._file[DIGESTS][()] if DIGESTS in self._file else None
+
+    @property
+    def origin(self) -> tuple[int, dict[str, int]] | None:
+        """(rows computed, {source cache file: rows reused}), None for a part from before this was recorded."""
+        attrs = self._file.attrs
+        if REUSED not in attrs:
+            return None
+        return int(attrs[COMPUTED]), json.loads(attrs[REUSED])
 
     def skipped(self) -> list[tuple[str, str]]:
         return list(zip(self._file[SKIPPED_PATHS].asstr()[()].tolist(),

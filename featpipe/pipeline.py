@@ -16,6 +16,7 @@ rows went missing and records them with `unreadable_reason`.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -118,8 +119,11 @@ def read_image(path: str, limit: int, size: tuple[int, int] | None = None) -> by
 def _read_checked(path: str, limit: int, size: tuple[int, int] | None) -> tuple[bytes, int]:
     """(bytes, decode branch: log2 of the JPEG reduction, 0 for a full-size decode) of a checked image."""
     data = read_regular_file(path, _max_bytes(limit))
-    reduction = jpeg_reduction(check_header(data, limit, size), size)
-    return data, reduction.bit_length() - 1
+    return data, _decode_branch(data, limit, size)
+
+
+def _decode_branch(data: bytes, limit: int, size: tuple[int, int] | None) -> int:
+    return jpeg_reduction(check_header(data, limit, size), size).bit_length() - 1
 
 
 def _pil_reason(error: Exception) -> str:
@@ -167,17 +171,22 @@ def indexed_images(
     crop_to_aspect_ratio: bool = False,
     rows: np.ndarray | None = None,
     limit: int | None = None,
+    sieve=None,
 ) -> tf.data.Dataset:
     """(image, row) pairs for `rows` of `files` (all by default), in order; unusable files are dropped.
 
-    `limit` caps the pixels an image may claim (default: `max_pixels()`).
+    `limit` caps the pixels an image may claim (default: `max_pixels()`). `sieve(row, digest)`, if given, is
+    called with the content digest (`content_digest`) of every regular file read, computed from the bytes
+    already read (no second read), in the reading threads, ahead of the consumer: every row before one the
+    dataset yields has been sieved. The rows it returns True for are neither checked nor decoded (their
+    features come from elsewhere: featpipe.reuse).
     """
     rows = np.arange(len(files)) if rows is None else np.asarray(rows, dtype=np.int64)
     limit = max_pixels(limit)
     paths = [files[i] for i in rows]
 
     def checked():
-        for row, found in zip(rows.tolist(), _read_all(paths, limit, size)):
+        for row, found in zip(rows.tolist(), _read_all(paths, limit, size, rows.tolist(), sieve)):
             if found is not None:
                 yield found[0], row, found[1]
 
@@ -188,18 +197,30 @@ def indexed_images(
     return dataset.ignore_errors()
 
 
-def _read_all(paths: list[str], limit: int, size: tuple[int, int]):
-    """Each path's checked (bytes, decode branch) (None when unusable), in order, read by a few threads a
-    window at a time."""
-    def read(path):
+def content_digest(data: bytes) -> bytes:
+    """An image's identity: the SHA-256 of its bytes (32 bytes). With the model side of a cache key it
+    determines the features, whatever the file's name, folder or time."""
+    return hashlib.sha256(data).digest()
+
+
+def _read_all(paths: list[str], limit: int, size: tuple[int, int], rows: list[int] | None = None, sieve=None):
+    """Each path's checked (bytes, decode branch) (None when unusable or taken by `sieve`), in order, read by a
+    few threads a window at a time (the digest too: hashlib releases the GIL)."""
+    def read(path, row=None):
         try:
-            return _read_checked(path, limit, size)
+            if sieve is None:
+                return _read_checked(path, limit, size)
+            data = read_regular_file(path, _max_bytes(limit))
+            if sieve(row, content_digest(data)):
+                return None  # known: not decoded, so its header need not be checked either
+            return data, _decode_branch(data, limit, size)
         except UnusableFile:
             return None
 
     with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="featpipe-read") as pool:
         for start in range(0, len(paths), READ_WINDOW):
-            yield from pool.map(read, paths[start:start + READ_WINDOW])
+            window = slice(start, start + READ_WINDOW)
+            yield from pool.map(read, paths[window], *([rows[window]] if sieve is not None else []))
 
 
 def unreadable_reason(path: str, limit: int | None = None, size: tuple[int, int] | None = None) -> str:

@@ -26,16 +26,17 @@ class Progress:
             self._last = now
             self._show(now)
 
-    def close(self) -> None:
-        self._show(time.perf_counter(), final=True)
+    def close(self, note: str = "") -> None:
+        """The final line, with `note` (e.g. how the items were done) appended."""
+        self._show(time.perf_counter(), final=True, note=note)
 
-    def _show(self, now: float, final: bool = False) -> None:
+    def _show(self, now: float, final: bool = False, note: str = "") -> None:
         elapsed = max(now - self.start, 1e-9)
         rate = self.done / elapsed
         eta = (self.total - self.done) / rate if rate > 0 else float("inf")
         line = f"{self.label}: {self.done}/{self.total} images, {rate:.1f} img/s, " + (
             f"{elapsed:.1f}s" if final else f"ETA {_clock(eta)}"
-        )
+        ) + (f", {note}" if note else "")
         if self.tty:
             self.stream.write("\r\033[K" + line + ("\n" if final else ""))
         else:

@@ -96,6 +96,7 @@ class PartExtractor:
 
             runtime.hide_gpus()
         from featpipe.extraction import forward_of
+        from featpipe.reuse import Reuse
         from featpipe.worker import load_job
 
         self.threads = threads
@@ -103,6 +104,7 @@ class PartExtractor:
         try:
             self.extraction = load_job(job, threads=threads)
             self.forward = forward_of(self.extraction)
+            self.reuse = Reuse(self.extraction.reuse_index)  # the index, loaded once per actor
         except FeatpipeError as e:  # the same for every actor: raised by `run`, where the driver stops on it
             self.error = e
 
@@ -111,7 +113,8 @@ class PartExtractor:
 
         if self.error is not None:
             raise self.error
-        return run_parts(self.extraction, [part], progress=False, threads=self.threads, forward=self.forward)
+        return run_parts(self.extraction, [part], progress=False, threads=self.threads, forward=self.forward,
+                         reuse=self.reuse)
 
 
 class RayEngine:

@@ -7,7 +7,10 @@ One final file per cache key, ``<cache_dir>/<name>-<key16>.h5``::
     /<split>/labels           (rows,) int32
     /<split>/paths            (rows,) UTF-8, relative to the dataset root
     /<split>/skipped_paths    (k,) UTF-8; /<split>/skipped_reasons (k,) UTF-8
+    /<split>/digests          (rows, 32) uint8: each row's image content digest (SHA-256 of its bytes), what
+                              later extractions reuse rows by (featpipe.reuse); absent in older caches
     /<split> attrs: seconds   wall time spent extracting the split, summed over workers and resumed runs
+                    computed  rows this extraction computed; reused: JSON {source cache file name: rows copied}
 
 While an extraction runs its work lives in ``<final>.partial/`` (featpipe.workdir, featpipe.parts); the final
 file is assembled from it (featpipe.assemble) under a temporary name and renamed, so a file with the final name
@@ -34,6 +37,9 @@ FORMAT_VERSION = 1
 FEATURES, LABELS, PATHS, SKIPPED_PATHS, SKIPPED_REASONS = SPLIT_DATASETS = (
     "features", "labels", "paths", "skipped_paths", "skipped_reasons")
 SECONDS = "seconds"  # a split's attribute: wall time spent extracting it
+# Optional per split (older caches lack them): row content digests, and where the rows came from.
+DIGESTS, DIGEST_SIZE = "digests", 32
+COMPUTED, REUSED = "computed", "reused"
 STR = h5py.string_dtype("utf-8")
 # File attributes stored as themselves; every other one is JSON.
 _PLAIN_ATTRS = ("featpipe_format", "key")
@@ -54,22 +60,30 @@ def write_header(file: h5py.File, key: str, attrs: dict) -> None:
 
 
 def create_split(file: h5py.File, split: str, rows: int, feature_shape: tuple[int, ...], dtype: str,
-                 compression: str | None) -> h5py.Group:
-    """A split's group with its features, labels and paths datasets sized for `rows` rows, to be filled in;
-    `finish_split` adds the skipped files and the timing."""
+                 compression: str | None, digests: bool = True) -> h5py.Group:
+    """A split's group with its features, labels, paths (and digests) datasets sized for `rows` rows, to be
+    filled in; `finish_split` adds the skipped files, the timing and the origin."""
     group = file.create_group(split)
     # Fletcher-32 checksums per chunk: a flipped bit on disk is an error on read, not a silently wrong feature.
     group.create_dataset(FEATURES, shape=(rows, *feature_shape), dtype=dtype,
                          chunks=_chunks(feature_shape, dtype, rows), compression=compression, fletcher32=True)
     group.create_dataset(LABELS, shape=(rows,), dtype=np.int32, fletcher32=True)
     group.create_dataset(PATHS, shape=(rows,), dtype=STR)
+    if digests:
+        group.create_dataset(DIGESTS, shape=(rows, DIGEST_SIZE), dtype=np.uint8, fletcher32=True)
     return group
 
 
-def finish_split(group: h5py.Group, skipped: list[tuple[str, str]], seconds: float) -> None:
+def finish_split(group: h5py.Group, skipped: list[tuple[str, str]], seconds: float, computed: int | None = None,
+                 reused: dict[str, int] | None = None) -> None:
+    """The skipped files, the timing and the rows' origin: `computed` by the base (None: not recorded),
+    `reused` {source cache file: rows}."""
     group.create_dataset(SKIPPED_PATHS, data=[path for path, _ in skipped], dtype=STR)
     group.create_dataset(SKIPPED_REASONS, data=[reason for _, reason in skipped], dtype=STR)
     group.attrs[SECONDS] = seconds
+    if computed is not None:
+        group.attrs[COMPUTED] = computed
+        group.attrs[REUSED] = json.dumps(reused or {})
 
 
 def _chunks(shape: tuple[int, ...], dtype: str, n: int) -> tuple[int, ...]:
@@ -190,6 +204,37 @@ class FeatureCache:
             return list(zip(group[SKIPPED_PATHS].asstr()[()].tolist(),
                             group[SKIPPED_REASONS].asstr()[()].tolist()))
 
+    def digests(self, split: str) -> np.ndarray | None:
+        """(rows, 32) content digests of the split's rows, or None for a cache made before they were kept."""
+        group = self._group(split)
+        found = group.get(DIGESTS)
+        if not isinstance(found, h5py.Dataset) or found.shape != (group[FEATURES].shape[0], DIGEST_SIZE):
+            return None
+        with self._reading():
+            return found[()]
+
+    def read_rows(self, split: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(features, digests or None) of the sorted `rows` of a split. A span not much longer than the rows
+        is read in one slice (sequential I/O), else row by row selection."""
+        group = self._group(split)
+        found = group.get(DIGESTS)
+        names = [FEATURES] + ([DIGESTS] if isinstance(found, h5py.Dataset) else [])
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        with self._reading():
+            if hi - lo <= 4 * len(rows) + 256:
+                out = [group[name][lo:hi][rows - lo] for name in names]
+            else:
+                out = [group[name][rows] for name in names]
+        return out[0], out[1] if len(out) > 1 else None
+
+    def origin(self, split: str) -> dict | None:
+        """{"computed": rows, "reused": {source cache file: rows}} of a split, None if not recorded."""
+        group = self._group(split)
+        if COMPUTED not in group.attrs:
+            return None
+        with self._reading():
+            return {"computed": int(group.attrs[COMPUTED]), "reused": json.loads(group.attrs[REUSED])}
+
     def timing(self, split: str) -> dict:
         """Extraction cost of a split: seconds of compute, images read (kept + skipped), images/s."""
         group = self._group(split)
@@ -226,6 +271,7 @@ class FeatureCache:
             "classes": self.classes, "rows": {s: self.n_rows(s) for s in self.splits},
             "skipped": {s: len(self.skipped(s)) for s in self.splits},
             "timing": {s: self.timing(s) for s in self.splits},
+            "origin": {s: self.origin(s) for s in self.splits},
             "bytes": self.path.stat().st_size, "dataset": attrs.get("dataset"), "device": attrs.get("device"),
             "versions": attrs.get("versions"), "created": attrs.get("created"),
         }

@@ -115,8 +115,8 @@ def test_the_merged_file_is_checked_before_the_parts_are_removed(tmp_path, monke
     parts = sorted(p.name for p in workdir.path.iterdir())
     finish = store.finish_split
 
-    def finish_badly(group, skipped, seconds):  # a merge gone wrong: a label no class has
-        finish(group, skipped, seconds)
+    def finish_badly(group, *args):  # a merge gone wrong: a label no class has
+        finish(group, *args)
         group[store.LABELS][0] = 9
 
     monkeypatch.setattr(store, "finish_split", finish_badly)

@@ -300,3 +300,23 @@ def test_an_image_size_whose_batch_cannot_fit_is_refused_before_any_work(dataset
     assert result.stderr.startswith("featpipe: error: --image-size 99999x99999 with --batch-size 32 needs ")
     assert "use a smaller --image-size or --batch-size" in result.stderr
     assert not (tmp_path / "c").exists() or not list((tmp_path / "c").iterdir())  # no lock, no .partial
+
+
+def test_extract_reports_computed_and_reused_rows_and_cache_info_their_origin(dataset, tiny_model_file, tmp_path):
+    cache_dir = tmp_path / "cache"
+    first = run("extract", dataset, "-b", tiny_model_file, "--cache-dir", cache_dir, "--batch-size", 4, "--json")
+    first_cache = json.loads(first.output[first.output.index("{"):])["cache"]
+    make_image(dataset / "train" / "cat" / "new.png", (200, 60, 40), seed=7)
+    grown = run("extract", dataset, "-b", tiny_model_file, "--cache-dir", cache_dir, "--batch-size", 4, "--json")
+    assert grown.exit_code == 0, grown.output
+    summary = json.loads(grown.output[grown.output.index("{"):])
+    assert summary["computed"] == {"train": 1, "validation": 0, "test": 0}
+    assert summary["reused"] == {"train": 12, "validation": 6, "test": 6}
+    assert "train 1 computed, 12 reused" in grown.output
+    info = run("cache", "info", summary["cache"])
+    assert f"rows from: 1 computed, 12 from {first_cache.rsplit('/', 1)[1]}" in info.output
+    both = run("extract", dataset, "-b", tiny_model_file, "--no-reuse", "--reuse", "x.h5")
+    assert both.exit_code == 2 and "exclude each other" in both.output
+    missing = run("extract", dataset, "-b", tiny_model_file, "--cache-dir", tmp_path / "c2", "--reuse",
+                  tmp_path / "nothing.h5")
+    assert missing.exit_code == 1 and "--reuse: no cache file at" in missing.output

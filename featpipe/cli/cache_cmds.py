@@ -65,6 +65,10 @@ def info(file, as_json):
         t = row["timing"][split]
         rate = f", {t['images_per_second']:.1f} img/s" if t["images_per_second"] else ""
         click.echo(f"{split:14} {n} rows, {row['skipped'][split]} skipped, {t['seconds']:.1f}s{rate}")
+        origin = row["origin"][split]
+        if origin is not None:
+            sources = "".join(f", {k} from {name}" for name, k in origin["reused"].items())
+            click.echo(f"{'':14} rows from: {origin['computed']} computed{sources}")
     click.echo(f"{'size':14} {_mb(row['bytes'])}")
     for split, items in skipped.items():
         for path, reason in items:

@@ -41,11 +41,16 @@ from featpipe.cli.options import (backbone_options, echo_json, json_option, load
 @click.option("--ray-address", metavar="ADDRESS",
               help="Ray cluster for --engine ray (default: RAY_ADDRESS, else the cluster `ray start` began on "
                    "this node, else a new local one).")
+@click.option("--reuse", "reuse_from", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="Also copy rows of images this cache holds (repeatable); the caches of --cache-dir are "
+                   "searched anyway. Only a cache of the same base, options and library versions is used.")
+@click.option("--no-reuse", is_flag=True,
+              help="Compute every image (default: copy the rows of images an earlier cache already holds).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @json_option
 def extract(data, backbone, weights, image_size, preprocess, precision, seed, cache_dir, splits, val_fraction,
             pooling, dtype, batch_size, crop_to_aspect_ratio, compression, hash_content, devices, workers, shard,
-            part_rows, engine, ray_address, quiet, as_json):
+            part_rows, engine, ray_address, reuse_from, no_reuse, quiet, as_json):
     """Run a frozen base once over each split of DATA (DATA/<split>/<class>/<image>) into the HDF5 cache.
 
     \b
@@ -55,6 +60,9 @@ def extract(data, backbone, weights, image_size, preprocess, precision, seed, ca
       featpipe extract data/imagenet -b keras:ResNet50 --devices all        # one worker per GPU
       featpipe extract data/imagenet -b keras:ResNet50 --shard 3/16         # one task of a job array
       featpipe extract data/imagenet -b keras:ResNet50 --engine ray         # on the Ray cluster
+
+    Images already in a cache of --cache-dir (or of --reuse FILE) made by the same base and options are found
+    by their content and copied, not computed: after a dataset grows, only the new images go through the base.
     """
     # Usage first: a mistyped option is reported at once, not after TensorFlow has loaded.
     shard_kn = _parse_shard(shard)
@@ -64,6 +72,8 @@ def extract(data, backbone, weights, image_size, preprocess, precision, seed, ca
                                "--shard, --devices and --workers are for the local engine")
     if engine != "ray" and ray_address:
         raise click.UsageError("--ray-address needs --engine ray")
+    if no_reuse and reuse_from:
+        raise click.UsageError("--reuse and --no-reuse exclude each other")
     from featpipe.worker import limit_malloc_arenas
 
     limit_malloc_arenas()  # before TensorFlow starts its threads
@@ -84,7 +94,7 @@ def extract(data, backbone, weights, image_size, preprocess, precision, seed, ca
     options = dict(splits=splits.split(",") if splits else None, pooling=pooling, dtype=dtype,
                    batch_size=batch_size or runtime.default_batch_size(), compression=compression,
                    crop_to_aspect_ratio=crop_to_aspect_ratio, content_hash=hash_content, precision=precision,
-                   progress=not quiet, part_rows=part_rows)
+                   progress=not quiet, part_rows=part_rows, reuse=not no_reuse, reuse_from=list(reuse_from))
     if shard_kn:
         result = extract_shard(dataset, base, cache_dir, shard=shard_kn, **options)
         _print_shard(result)
@@ -126,6 +136,11 @@ def _print_result(result) -> None:
             click.echo(f"skipped {path}: {reason}", err=True)
     if result.images_per_second:
         click.echo(f"extraction: {result.seconds:.1f}s of compute, {result.images_per_second:.1f} images/s")
+    if not result.cached:
+        summary = result.summary()
+        if summary["reused"]:
+            click.echo("rows: " + ", ".join(f"{split} {summary['computed'][split]} computed, {n} reused"
+                                            for split, n in summary["reused"].items()))
 
 
 @click.command()
