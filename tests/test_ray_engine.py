@@ -137,6 +137,7 @@ def test_an_address_with_nothing_listening_is_one_line_at_once(form, monkeypatch
 
 @pytest.mark.slow  # a subprocess loading TensorFlow: ~12 s
 def test_the_cli_names_an_address_with_nothing_listening(dataset, tiny_model_file, tmp_path):
+    pytest.importorskip("ray")  # without it, the command says what to install instead (tested above)
     address = f"127.0.0.1:{_free_local_port()}"
     probe = textwrap.dedent(f"""
         import sys
