@@ -100,7 +100,7 @@ def _merge_split(f: h5py.File, split: str, parts: list[Part], workdir: WorkDir, 
             if k:
                 with np.errstate(over="ignore"):  # a float16 overflow is reported below, as a part to redo
                     block = data.features().astype(dtype, copy=False)
-                bad = non_finite_rows(block)
+                bad = store.non_finite_rows(block)
                 if bad:
                     _reject(workdir, part, f"{bad} of its {k} rows have non-finite features (NaN or inf)")
                 features[at : at + k] = block
@@ -117,13 +117,6 @@ def _merge_split(f: h5py.File, split: str, parts: list[Part], workdir: WorkDir, 
             reused.update({} if origin is None else origin[1])
     store.finish_split(group, skipped, seconds, computed if recorded else None, dict(reused))
     return group
-
-
-def non_finite_rows(features: np.ndarray) -> int:
-    """How many rows of `features` hold a NaN or an infinity."""
-    if not features.size:
-        return 0
-    return int((~np.isfinite(features.reshape(len(features), -1))).any(axis=1).sum())
 
 
 def _reject(workdir: WorkDir, part: Part, why: str) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from featpipe import runtime
-from featpipe.assemble import assemble, describe_missing, non_finite_rows
+from featpipe.assemble import assemble, describe_missing
 from featpipe.backbones import Backbone
 from featpipe.choices import COMPRESSIONS, DTYPES, POOLINGS
 from featpipe.data import ImageFolder
@@ -36,7 +36,7 @@ from featpipe.pipeline import DECODE_RULE, batched, indexed_images, unreadable_r
 from featpipe.progress import Progress
 from featpipe.provenance import key_digest, timestamp, versions
 from featpipe.reuse import Reuse, build_index
-from featpipe.store import FeatureCache, cache_file_name
+from featpipe.store import FeatureCache, cache_file_name, non_finite_rows
 from featpipe.workdir import WorkDir
 from featpipe.writer import PartWriter
 

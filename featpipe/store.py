@@ -295,3 +295,10 @@ def list_caches(cache_dir: str | os.PathLike) -> tuple[list[Path], list[Path]]:
         return sorted(p for p in paths if not p.name.startswith("."))
 
     return visible(cache_dir.glob("*.h5")), visible(cache_dir.glob("*.h5.partial"))
+
+
+def non_finite_rows(features: np.ndarray) -> int:
+    """How many rows of `features` hold a NaN or an infinity."""
+    if not features.size:
+        return 0
+    return int((~np.isfinite(features.reshape(len(features), -1))).any(axis=1).sum())

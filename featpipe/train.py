@@ -30,7 +30,7 @@ from featpipe.metrics import classification_metrics
 from featpipe.run_predictions import SplitPredictions, write_predictions
 from featpipe.runs import (RUN_FILE, RunRecord, finish_run, is_complete, load_run, run_lock, save_model_files,
                            timing, verified_model_file)
-from featpipe.store import FeatureCache
+from featpipe.store import FeatureCache, non_finite_rows
 
 _SIZE = re.compile(r"(\d+(?:\.\d*)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
 
@@ -177,8 +177,7 @@ def check_finite(cache: FeatureCache, features: dict) -> None:
     """Refuse features holding NaN or inf, naming the split and how many rows: no head can fit or score them
     (scikit-learn would stop with a traceback, a Keras head would train to NaN)."""
     for split in SPLITS:
-        bad = sum(int(np.count_nonzero(~np.isfinite(chunk.reshape(len(chunk), -1)).all(axis=1)))
-                  for chunk in chunks(features[split]))
+        bad = sum(non_finite_rows(chunk) for chunk in chunks(features[split]))
         if bad:
             hint = ("float16 storage overflows: re-extract with {dtype} float32" if cache.facts.get("dtype") == "float16"
                     else "re-extract it (its base may produce NaN on some images)")
