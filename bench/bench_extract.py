@@ -1,163 +1,205 @@
-"""Extraction throughput: featpipe's pipelined extraction against its own limits and against the book's loop.
+"""Extraction throughput: the `featpipe extract` command against the machine's limit and against the book's loop.
 
-On the same generated JPEGs, for each base, it measures (images/s):
+Two regimes, on generated photo-like JPEGs in train/validation/test folders of two classes:
 
-  (a) the forward pass alone: featpipe's compiled call on pre-decoded batches held in memory;
-  (d) read + decode + resize alone: featpipe's tf.data pipeline iterated with no model;
-  (b) the book's loop (Deep Learning with Python, listing 8.25): image_dataset_from_directory, then
-      conv_base.predict(preprocess_input(images)) per batch, features and labels collected into numpy;
-  (c) `featpipe.extraction.extract` end to end, in-process, into a fresh cache dir (wall clock of
-      load_image_folder + extract, tracing and the final HDF5 assembly included);
-  and peak RSS of (c) run in a subprocess at N/4 and N images (memory must not grow with N).
+  forward-bound   small JPEGs (~300 x 280, cheap to decode, like Kaggle's cats-vs-dogs) into a light base,
+                  MobileNet alpha=0.25 at 224 px: the base is the bottleneck;
+  decode-bound    large JPEGs (1600 x 1200) into the same base: decoding is the bottleneck.
 
-On a CPU decoding and the model share the cores, so the best a pipeline can do is L = 1/(1/a + 1/d).
-Targets: c >= 0.9 L and c >= 2 b.
+For each, in images/s, every variant in a fresh process:
 
-    python bench/bench_extract.py                       # MobileNetV2 (640 images) and VGG16 (96 images)
-    python bench/bench_extract.py --quick               # smoke run, ~1-2 minutes
-    python bench/bench_extract.py --backbones keras:Xception --images 120
+  (a) the bare forward pass: the compiled call of the base on decoded batches held in memory, traced first;
+  (d) the fastest plain read + decode + resize this machine has, with no checks: the best of tf.data
+      (read_file, decode_jpeg, resize; parallel map) at full size, tf.data with the JPEG DCT reduction featpipe
+      uses (decode_jpeg ratio=), and PIL (draft + resize) in a thread per core;
+  L = 1/(1/a + 1/d): the most a CPU can do when decoding and the base share its cores;
+  (c) `featpipe extract` as a user runs it: the whole command's wall clock minus its fixed start-up (the wall
+      clock of the same command on the cache it just wrote: import, base, dataset listing), beside the
+      images/s featpipe records in the cache;
+  (b) the book's loop (Deep Learning with Python, listing 8.25) over the three splits:
+      image_dataset_from_directory, then conv_base.predict(preprocess_input(images)) per batch, collected into
+      numpy; timed from the first dataset to the last features (its imports and model build are not counted).
+
+(a), (d) and (c) run with TensorFlow's kernels as the featpipe command sets them (oneDNN on, featpipe.tf_env);
+(b) runs as the book's code would, with TensorFlow's defaults, and again with oneDNN on, so that the gain of the
+kernels and the gain of the pipeline are each shown. Targets: c >= 0.9 L in both regimes; c >= 2 b where the
+base dominates. Variants run interleaved --repeat times and the best of each is kept (a shared machine only
+ever slows a run down).
+
+    python bench/bench_extract.py                 # both regimes, ~12 minutes on 2 cores
+    python bench/bench_extract.py --quick         # a smoke run, ~3 minutes
+    python bench/bench_extract.py --regimes forward --images 5000 --backbone keras:MobileNetV2
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
-import math
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-SOURCE_SIZE = (500, 375)  # width, height: a small camera-like JPEG, a bit larger than the book's ~400x350
 CLASSES = ("cat", "dog")
+SPLIT_SHARES = (("train", 0.5), ("validation", 0.25), ("test", 0.25))  # the book's 2,000 / 1,000 / 1,000 + ...
+REGIMES = {
+    # name: (source JPEG width range, height range, JPEG quality)
+    "forward": ((260, 340), (240, 320), 85),
+    "decode": ((1600, 1600), (1200, 1200), 92),
+}
+IMAGE_SIZE = 224
+ONEDNN = "TF_ENABLE_ONEDNN_OPTS"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backbones", default="keras:MobileNetV2,keras:VGG16",
-                        help="comma-separated backbone specs (weights are always random: --weights none)")
-    parser.add_argument("--images", help="images per base: one count for all, or one per backbone "
-                        "(default: 640,96; --quick: 64,32)")
-    parser.add_argument("--batch-size", type=int, help="the same for every variant (default: 32; --quick: 16)")
-    parser.add_argument("--image-size", type=int, help="model input size (default: each base's own; --quick: 96)")
-    parser.add_argument("--repeat", type=int, help="interleaved rounds, the best of each is reported "
-                        "(default: 2; --quick: 1)")
-    parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
-    parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: one (c) run in a subprocess
+    parser.add_argument("--regimes", default="forward,decode", help="comma-separated: forward, decode")
+    parser.add_argument("--backbone", default="keras:MobileNet(alpha=0.25)", help="(random weights)")
+    parser.add_argument("--images", help="images per regime: one count, or one per regime (default 3000,600; "
+                        "--quick: 600,160)")
+    parser.add_argument("--batch-size", type=int, default=32, help="the same for every variant (featpipe's CPU "
+                        "default)")
+    parser.add_argument("--repeat", type=int, help="interleaved rounds (default 2; --quick: 1)")
+    parser.add_argument("--quick", action="store_true", help="few images, one round")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: one variant in a fresh process
     args = parser.parse_args(argv)
-    defaults = {"images": "64,32", "batch_size": 16, "image_size": 96, "repeat": 1} if args.quick else \
-        {"images": "640,96", "batch_size": 32, "image_size": None, "repeat": 2}
-    for name, value in defaults.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    args.backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
-    counts = [int(n) for n in args.images.split(",")]
-    if len(counts) == 1:
-        counts *= len(args.backbones)
-    if len(counts) < len(args.backbones):
-        parser.error("--images needs one count, or one per backbone")
-    args.images = counts[: len(args.backbones)]
+    args.regimes = [r.strip() for r in args.regimes.split(",") if r.strip()]
+    unknown = set(args.regimes) - set(REGIMES)
+    if unknown:
+        parser.error(f"unknown regime(s): {', '.join(sorted(unknown))}")
+    counts = [int(n) for n in (args.images or ("600,160" if args.quick else "3000,600")).split(",")]
+    args.images = (counts * len(args.regimes))[: len(args.regimes)] if len(counts) == 1 else counts
+    args.repeat = args.repeat or (1 if args.quick else 2)
     return args
 
 
 # --- data ----------------------------------------------------------------------------------------------
 
 
-def make_images(root: Path, n: int, seed: int = 0) -> None:
-    """n JPEGs in ROOT/train/<class>/: smooth blobs plus sensor-like noise, so they compress like photos."""
+def make_images(root: Path, n: int, regime: str, seed: int = 0) -> None:
+    """n JPEGs in ROOT/<split>/<class>/: smooth blobs plus sensor-like noise, so they compress like photos."""
+    (w_lo, w_hi), (h_lo, h_hi), quality = REGIMES[regime]
     rng = np.random.default_rng(seed)
-    width, height = SOURCE_SIZE
+    bounds = np.cumsum([share for _, share in SPLIT_SHARES]) * n
     for i in range(n):
-        folder = root / "train" / CLASSES[i % len(CLASSES)]
+        split = SPLIT_SHARES[int(np.searchsorted(bounds, i, "right"))][0]
+        folder = root / split / CLASSES[i % len(CLASSES)]
         folder.mkdir(parents=True, exist_ok=True)
-        coarse = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).resize(SOURCE_SIZE, Image.BICUBIC)
-        pixels = np.asarray(coarse, np.int16) + rng.normal(0, 12, (height, width, 3)).astype(np.int16)
-        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{i:05d}.jpg", quality=90)
+        width, height = int(rng.integers(w_lo, w_hi + 1)), int(rng.integers(h_lo, h_hi + 1))
+        coarse = Image.fromarray(rng.integers(0, 256, (9, 12, 3), dtype=np.uint8)).resize((width, height),
+                                                                                          Image.BICUBIC)
+        pixels = np.asarray(coarse, np.int16) + rng.normal(0, 6, (height, width, 3)).astype(np.int16)
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{i:05d}.jpg", quality=quality)
 
 
-def subset(root: Path, n: int, dest: Path) -> Path:
-    """A dataset of the first n images of `root`, hard-linked (same bytes, no copy)."""
-    for path in sorted((root / "train").rglob("*.jpg"))[:n]:
-        target = dest / path.relative_to(root)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.link(path, target)
-    return dest
+def image_files(root: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(root, "*", "*", "*.jpg")))
 
 
-# --- the variants ----------------------------------------------------------------------------------------
+# --- the variants, each in a fresh process ---------------------------------------------------------------
 
 
-def timed(fn) -> tuple[float, float, object]:
-    """Wall seconds, CPU seconds (user + system, all threads of this process) and the result of fn()."""
-    start, cpu = time.perf_counter(), cpu_seconds()
-    out = fn()
-    return time.perf_counter() - start, cpu_seconds() - cpu, out
+def clock(fn) -> tuple[float, float]:
+    """(wall seconds, cores busy: CPU time of this process over wall time) of fn()."""
+    start, cpu = time.perf_counter(), sum(os.times()[:2])
+    fn()
+    wall = time.perf_counter() - start
+    return wall, (sum(os.times()[:2]) - cpu) / wall
 
 
-def cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
+def child_forward(cfg: dict) -> dict:
+    """(a): the compiled forward call over decoded batches held in memory (real images, traced first)."""
+    import tensorflow as tf
 
-
-def best_of(repeat: int, n: int, variants: dict) -> dict:
-    """Run the variants interleaved `repeat` times; keep each one's best images/s (and cores it used then).
-
-    Other processes on a shared machine only ever slow a run down, so the best run is the least disturbed.
-    """
-    best = {}
-    for _ in range(repeat):
-        for name, run in variants.items():
-            seconds, cpu, _ = run()
-            speed, cores = n / seconds, cpu / seconds
-            if name not in best or speed > best[name][0]:
-                best[name] = (speed, cores)
-    return best
-
-
-def decode_only(files: list[str], size, batch_size: int) -> tuple:
-    """(d): featpipe's own read/decode/resize pipeline, batched and prefetched, with no model."""
-    from featpipe.pipeline import batched, indexed_images
-
-    def run():
-        for images, _ in batched(indexed_images(files, size), batch_size):
-            pass
-
-    return timed(run)
-
-
-def forward_only(backbone, files: list[str], batch_size: int) -> tuple:
-    """(a): featpipe's compiled forward call over pre-decoded batches held in memory (traced beforehand)."""
+    from featpipe.backbones import load_backbone
     from featpipe.model_parts import compiled_forward
-    from featpipe.pipeline import batched, indexed_images
 
-    held = [images for images, _ in batched(indexed_images(files[: 4 * batch_size], backbone.image_size), batch_size)]
+    backbone = load_backbone(cfg["backbone"], weights="none", image_size=IMAGE_SIZE)
+    files, bs = image_files(cfg["root"]), cfg["batch_size"]
+    held = [tf.stack([_tf_decode(tf.io.read_file(f), backbone.image_size) for f in files[i:i + bs]])
+            for i in range(0, 4 * bs, bs)]
     forward = compiled_forward(backbone.feature_model("avg"))
-    forward(held[0]).numpy()  # trace outside the clock
-    n_batches = math.ceil(len(files) / batch_size)
-    last = len(files) - (n_batches - 1) * batch_size
+    forward(held[0]).numpy()  # trace and first call outside the clock
+    n_batches, last = -(-len(files) // bs), len(files) - (-(-len(files) // bs) - 1) * bs
 
     def run():
         for i in range(n_batches):
-            images = held[i % len(held)]
-            forward(images if i < n_batches - 1 else images[:last]).numpy()
+            forward(held[i % len(held)] if i < n_batches - 1 else held[i % len(held)][:last]).numpy()
 
-    return timed(run)
+    wall, cores = clock(run)
+    return {"per_second": len(files) / wall, "cores": cores}
 
 
-def book_loop(backbone, train_dir: Path, batch_size: int) -> tuple:
-    """(b): listing 8.25 of Deep Learning with Python, as written (verbose=0 only to keep the output clean)."""
+def _tf_decode(data, size, branch=None):
+    """Decoded and resized; `branch` (a tensor: log2 of the DCT reduction) decodes a JPEG reduced."""
+    import tensorflow as tf
+
+    if branch is None:
+        image = tf.io.decode_jpeg(data, channels=3)
+    else:
+        image = tf.switch_case(branch, [lambda r=r: tf.io.decode_jpeg(data, channels=3, ratio=r) for r in (1, 2, 4, 8)])
+        image.set_shape([None, None, 3])
+    return tf.image.resize(image, size)
+
+
+def child_decode(cfg: dict) -> dict:
+    """(d): plain read + decode + resize, three ways, no checks; each one's images/s, and the best."""
+    import tensorflow as tf
+
+    files, bs, size = image_files(cfg["root"]), cfg["batch_size"], (IMAGE_SIZE, IMAGE_SIZE)
+    ratios = [_dct_ratio(f) for f in files]  # known before the clock starts: no header is read on it
+
+    def tf_data(reduced: bool):
+        dataset = tf.data.Dataset.from_tensor_slices((files, [r.bit_length() - 1 for r in ratios]))
+        dataset = dataset.map(lambda f, b: _tf_decode(tf.io.read_file(f), size, b if reduced else None),
+                              num_parallel_calls=tf.data.AUTOTUNE).batch(bs).prefetch(tf.data.AUTOTUNE)
+        return lambda: [None for _ in dataset]
+
+    def pil():
+        def one(args):
+            path, ratio = args
+            with Image.open(path) as image:
+                image.draft("RGB", (image.size[0] // ratio, image.size[1] // ratio))
+                return np.asarray(image.convert("RGB").resize(size[::-1], Image.BILINEAR), np.float32)
+        with ThreadPoolExecutor(os.cpu_count()) as pool:
+            for i in range(0, len(files), bs):
+                np.stack(list(pool.map(one, zip(files[i:i + bs], ratios[i:i + bs]))))
+
+    out = {}
+    for name, run in (("tf.data", tf_data(False)), ("tf.data, DCT-reduced", tf_data(True)), ("PIL threads", pil)):
+        run()  # warm: the page cache and the first trace
+        wall, cores = clock(run)
+        out[name] = {"per_second": len(files) / wall, "cores": cores}
+    best = max(out, key=lambda k: out[k]["per_second"])
+    return {"per_second": out[best]["per_second"], "cores": out[best]["cores"], "best": best, "ways": out}
+
+
+def _dct_ratio(path: str) -> int:
+    """The JPEG DCT reduction featpipe decodes this file at (featpipe.pipeline.jpeg_reduction)."""
+    from featpipe.pipeline import jpeg_reduction
+
+    with Image.open(path) as image:
+        return jpeg_reduction(image, (IMAGE_SIZE, IMAGE_SIZE))
+
+
+def child_book(cfg: dict) -> dict:
+    """(b): listing 8.25 of Deep Learning with Python, as written, over train, validation and test."""
     import keras
 
-    conv_base = backbone.model
-    preprocess_input = book_preprocess(backbone)
+    from featpipe.backbones import parse_keras_spec
+
+    name, kwargs = parse_keras_spec(cfg["backbone"])
+    application = getattr(keras.applications, name)  # keras.applications.MobileNet, ...
+    conv_base = application(weights=None, include_top=False, input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
+                            pooling="avg", **kwargs)
+    preprocess_input = sys.modules[application.__module__].preprocess_input  # ...mobilenet.preprocess_input
 
     def get_features_and_labels(dataset):
         all_features = []
@@ -170,157 +212,121 @@ def book_loop(backbone, train_dir: Path, batch_size: int) -> tuple:
         return np.concatenate(all_features), np.concatenate(all_labels)
 
     def run():
-        dataset = keras.utils.image_dataset_from_directory(
-            train_dir, image_size=backbone.image_size, batch_size=batch_size, verbose=False)
-        return get_features_and_labels(dataset)
+        for split, _ in SPLIT_SHARES:
+            dataset = keras.utils.image_dataset_from_directory(
+                Path(cfg["root"]) / split, image_size=(IMAGE_SIZE, IMAGE_SIZE), batch_size=cfg["batch_size"],
+                verbose=False)
+            get_features_and_labels(dataset)
 
-    return timed(run)
-
-
-def book_preprocess(backbone):
-    """The application module's preprocess_input (keras.applications.vgg16.preprocess_input, ...)."""
-    import keras
-
-    from featpipe.backbones import parse_keras_spec
-    from featpipe.preprocessing import preprocessing_layer
-
-    if backbone.kind == "keras":
-        constructor = getattr(keras.applications, parse_keras_spec(backbone.spec)[0])
-        return sys.modules[constructor.__module__].preprocess_input
-    return preprocessing_layer(backbone.preprocessing)  # other kinds: the same maths as featpipe
+    wall, cores = clock(run)
+    return {"per_second": len(image_files(cfg["root"])) / wall, "cores": cores}
 
 
-def featpipe_extract(root: Path, backbone, cache_dir: Path, batch_size: int) -> tuple[float, float, object]:
-    """(c): load the folder and extract into a fresh cache dir; wall clock of both."""
-    from featpipe.data import load_image_folder
-    from featpipe.extraction import extract
-
-    return timed(lambda: extract(load_image_folder(root), backbone, cache_dir, batch_size=batch_size,
-                                 progress=False))
+CHILDREN = {"forward": child_forward, "decode": child_decode, "book": child_book}
 
 
-def child(config: str) -> None:
-    """One (c) run in a fresh process: prints images/s and peak RSS as JSON."""
-    cfg = json.loads(config)
-    from featpipe import runtime
-    from featpipe.backbones import load_backbone
-
-    with runtime.precision_scope("float32"):
-        backbone = load_backbone(cfg["spec"], weights="none", image_size=cfg["image_size"])
-        seconds, _, result = featpipe_extract(Path(cfg["root"]), backbone, Path(cfg["cache_dir"]), cfg["batch_size"])
-    rows = sum(result.rows.values())
-    print(json.dumps({"images": rows, "seconds": seconds, "per_second": rows / seconds,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-
-
-def child_run(spec: str, root: Path, image_size, batch_size: int, cache_dir: Path) -> dict:
-    config = json.dumps({"spec": spec, "root": str(root), "image_size": image_size, "batch_size": batch_size,
-                         "cache_dir": str(cache_dir)})
-    out = subprocess.run([sys.executable, __file__, "--child", config], check=True, capture_output=True, text=True)
+def run_child(kind: str, cfg: dict, onednn: bool) -> dict:
+    """One variant in a fresh process: TensorFlow's defaults, or oneDNN on as the featpipe command sets it."""
+    env = {k: v for k, v in os.environ.items() if k != ONEDNN}
+    if onednn:
+        env[ONEDNN] = "1"
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    out = subprocess.run([sys.executable, __file__, "--child", json.dumps({"kind": kind, **cfg})], env=env,
+                         check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-# --- one base ----------------------------------------------------------------------------------------------
+def run_command(cfg: dict, cache_dir: Path) -> dict:
+    """(c): `featpipe extract` into a fresh cache dir, then the same command again on the cache it wrote."""
+    command = [sys.executable, "-c", "from featpipe.cli import main; main()", "extract", cfg["root"], "--backbone", cfg["backbone"],
+               "--weights", "none", "--image-size", str(IMAGE_SIZE), "--batch-size", str(cfg["batch_size"]),
+               "--cache-dir", str(cache_dir), "--json"]
+    env = {k: v for k, v in os.environ.items() if k != ONEDNN}  # the command's own choice of kernels
+    walls, summaries = [], []
+    for _ in range(2):
+        start = time.perf_counter()
+        out = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
+        walls.append(time.perf_counter() - start)
+        summaries.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    if summaries[0]["cached"] or not summaries[1]["cached"]:
+        raise RuntimeError("expected a fresh extraction, then a cache hit")
+    images = sum(summaries[0]["rows"].values())
+    return {"per_second": images / (walls[0] - walls[1]), "wall": walls[0], "startup": walls[1],
+            "recorded": summaries[0]["images_per_second"], "images": images}
 
 
-def bench_backbone(spec: str, n: int, args, source: Path, work: Path) -> dict:
-    from featpipe.backbones import load_backbone
-
-    root = subset(source, n, Path(tempfile.mkdtemp(dir=work)))
-    quarter = subset(source, max(n // 4, 1), Path(tempfile.mkdtemp(dir=work)))
-    files = sorted(str(p) for p in (root / "train").rglob("*.jpg"))
-    backbone = load_backbone(spec, weights="none", image_size=args.image_size)
-    bs = args.batch_size
-    own = []  # featpipe's own images/s of each (c) run
-
-    def extract_once() -> tuple:
-        run = featpipe_extract(root, backbone, Path(tempfile.mkdtemp(dir=work)), bs)
-        own.append(run[2].images_per_second)
-        return run
-
-    r = best_of(args.repeat, n, {
-        "d": lambda: decode_only(files, backbone.image_size, bs),
-        "a": lambda: forward_only(backbone, files, bs),
-        "b": lambda: book_loop(backbone, root / "train", bs),
-        "c": extract_once,
-    })
-    r.update(spec=spec, size=backbone.image_size, n=n, c_own=max(own))
-    r["L"] = (1 / (1 / r["a"][0] + 1 / r["d"][0]), None)
-    for key, data in (("quarter", quarter), ("full", root)):
-        r[key] = child_run(spec, data, args.image_size, bs, Path(tempfile.mkdtemp(dir=work)))
-    # Two runs that differ only in the number of images separate the per-image rate from the fixed cost
-    # (tracing, first-call graph optimisation, cache assembly).
-    q, f = r["quarter"], r["full"]
-    r["marginal"] = (f["images"] - q["images"]) / (f["seconds"] - q["seconds"]) if f["seconds"] > q["seconds"] \
-        else float("nan")  # too few images to tell the two runs apart
-    r["fixed"] = f["seconds"] - f["images"] / r["marginal"]
-    return r
+# --- one regime -------------------------------------------------------------------------------------------
 
 
-def report(r: dict, batch_size: int) -> None:
-    h, w = r["size"]
-    print(f"\n== {r['spec']} at {h}x{w}, {r['n']} JPEGs of {SOURCE_SIZE[0]}x{SOURCE_SIZE[1]}, batch {batch_size}, "
-          "random weights ==")
+def bench_regime(regime: str, n: int, args, work: Path) -> dict:
+    root = work / regime
+    make_images(root, n, regime)
+    cfg = {"root": str(root), "backbone": args.backbone, "batch_size": args.batch_size}
+    variants = {
+        "a": lambda: run_child("forward", cfg, onednn=True),
+        "d": lambda: run_child("decode", cfg, onednn=True),
+        "c": lambda: run_command(cfg, Path(tempfile.mkdtemp(dir=work))),
+    }
+    if args.backbone.startswith("keras:"):  # the book's loop is written for keras.applications
+        variants["b"] = lambda: run_child("book", cfg, onednn=False)
+        variants["b1"] = lambda: run_child("book", cfg, onednn=True)
+    best: dict = {}
+    for _ in range(args.repeat):
+        for name, run in variants.items():
+            result = run()
+            if name not in best or result["per_second"] > best[name]["per_second"]:
+                best[name] = result
+    best["L"] = {"per_second": 1 / (1 / best["a"]["per_second"] + 1 / best["d"]["per_second"])}
+    best.update(regime=regime, n=n)
+    return best
+
+
+def report(r: dict, args) -> None:
+    (w_lo, w_hi), (h_lo, h_hi), _ = REGIMES[r["regime"]]
+    source = f"{w_lo}-{w_hi} x {h_lo}-{h_hi}" if w_lo != w_hi else f"{w_lo} x {h_lo}"
+    print(f"\n== {r['regime']}-bound: {r['n']} JPEGs of {source} px in 3 splits -> {args.backbone} at {IMAGE_SIZE}, "
+          f"batch {args.batch_size}, random weights ==")
+    c = r["c"]
     rows = [
-        ("(a) forward pass only (compiled call, in-memory batches)", r["a"]),
-        ("(d) read + decode + resize only (featpipe tf.data)", r["d"]),
+        ("(a) bare forward pass (compiled call, in-memory batches)", r["a"]),
+        (f"(d) plain read + decode + resize, best way ({r['d']['best']})", r["d"]),
+        *[(f"      {name}", way) for name, way in r["d"]["ways"].items()],
         ("L   limit when both share the CPU: 1/(1/a + 1/d)", r["L"]),
-        ("(b) book loop: image_dataset_from_directory + predict/batch", r["b"]),
-        ("(c) featpipe extract, in-process, wall clock", r["c"]),
-        ("    featpipe's own timing (shard seconds: no setup, no assembly)", (r["c_own"], None)),
-        (f"    featpipe extract in a subprocess, {r['full']['images']} images", (r["full"]["per_second"], None)),
-        (f"    per-image rate of those subprocess runs (N vs N/4; fixed cost {r['fixed']:.1f} s)",
-         (r["marginal"], None)),
+        (f"(c) featpipe extract: (N / (wall {c['wall']:.1f} s - start-up {c['startup']:.1f} s))", c),
+        ("    featpipe's recorded images/s (in the cache)", {"per_second": c["recorded"]}),
     ]
-    for label, (speed, cores) in rows:
-        print(f"  {label:<66} {speed:7.1f} img/s" + ("" if cores is None else f"   {cores:.2f} cores busy"))
-    cpu_ms = {k: 1000 * r[k][1] / r[k][0] for k in "adc"}  # CPU per image: what other load cannot inflate much
-    print(f"  {'CPU ms per image: a + d vs c (c/(a+d): pipelining overhead)':<66} "
-          f"{cpu_ms['a'] + cpu_ms['d']:.1f} vs {cpu_ms['c']:.1f} ms ({cpu_ms['c'] / (cpu_ms['a'] + cpu_ms['d']):.2f})")
-    c_l, c_b = ratios(r)
-    print(f"  {'c / L':<66} {c_l:7.2f}   (target >= 0.90: {verdict(c_l >= 0.9)})")
-    print(f"  {'c / b':<66} {c_b:7.2f}x  (target >= 2.00: {verdict(c_b >= 2)})")
-    q, f = r["quarter"], r["full"]
-    print(f"  {'peak RSS of extract in a subprocess':<64} {q['peak_rss_mb']:.0f} MB at {q['images']} images, "
-          f"{f['peak_rss_mb']:.0f} MB at {f['images']} images")
-
-
-def ratios(r: dict) -> tuple[float, float]:
-    return r["c"][0] / r["L"][0], r["c"][0] / r["b"][0]
+    if "b" in r:
+        rows += [("(b) book loop, TensorFlow's default kernels", r["b"]),
+                 ("    book loop, oneDNN on (as featpipe sets it)", r["b1"])]
+    for label, figure in rows:
+        cores = f"   {figure['cores']:.2f} cores busy" if "cores" in figure else ""
+        print(f"  {label:<70} {figure['per_second']:7.1f} img/s{cores}")
+    c_l = c["per_second"] / r["L"]["per_second"]
+    print(f"  {'c / L':<70} {c_l:7.2f}   (target >= 0.90: {verdict(c_l >= 0.9)})")
+    print(f"  {'recorded / L':<70} {c['recorded'] / r['L']['per_second']:7.2f}")
+    if "b" in r:
+        c_b = c["per_second"] / r["b"]["per_second"]
+        target = f"(target >= 2.00: {verdict(c_b >= 2)})" if r["regime"] == "forward" else ""
+        print(f"  {'c / b':<70} {c_b:7.2f}x  {target}")
+        print(f"  {'c / b with oneDNN on in both':<70} {c['per_second'] / r['b1']['per_second']:7.2f}x")
 
 
 def verdict(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
-def summary(results: list[dict]) -> None:
-    print("\nsummary (images/s)")
-    header = f"  {'backbone':<22}{'size':>8}{'N':>6}{'a':>8}{'d':>8}{'L':>8}{'b':>8}{'c':>8}{'c/L':>7}{'c/b':>7}{'RSS MB':>14}"
-    print(header)
-    for r in results:
-        rss = f"{r['quarter']['peak_rss_mb']:.0f}/{r['full']['peak_rss_mb']:.0f}"
-        speeds = "".join(f"{r[k][0]:8.1f}" for k in "adLbc")
-        print(f"  {r['spec']:<22}{r['size'][0]:>8}{r['n']:>6}{speeds}{ratios(r)[0]:7.2f}{ratios(r)[1]:7.2f}{rss:>14}")
-    print("  best of the interleaved repeats; RSS MB: peak RSS of extract in a subprocess at N/4 / N images")
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.child:
-        child(args.child)
+        cfg = json.loads(args.child)
+        print(json.dumps(CHILDREN[cfg["kind"]](cfg)))
         return 0
-    # Keras' default policy in this fresh process is float32, the precision every figure here is taken at.
-    print(f"load average before: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()}); timings on a shared "
-          "machine are noisy")
-    results = []
+    print(f"load average before: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()}); timings on a shared machine "
+          "are noisy")
     with tempfile.TemporaryDirectory(prefix="bench_extract_") as tmp:
-        work = Path(tmp)
-        make_images(work / "source", max(args.images))
-        for spec, n in zip(args.backbones, args.images):
-            results.append(bench_backbone(spec, n, args, work / "source", work))
-            report(results[-1], args.batch_size)
-    summary(results)
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
+        for regime, n in zip(args.regimes, args.images):
+            report(bench_regime(regime, n, args, Path(tmp)), args)
+    print(f"\nbest of {args.repeat} interleaved round(s); load average after: {os.getloadavg()[0]:.2f}")
     return 0
 
 

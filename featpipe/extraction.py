@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from itertools import groupby
 from pathlib import Path
@@ -410,14 +412,19 @@ def _check_options(data, splits, pooling, dtype, batch_size, compression) -> lis
     return splits
 
 
-def forward_of(extraction: Extraction):
-    """The compiled forward call of the extraction's feature model: what maps image batches to features. Built
-    on its first call: a run whose images are all known copies their rows without building the model."""
+def forward_of(extraction: Extraction) -> "Prepared":
+    """The compiled forward call of the extraction's feature model: what maps image batches to features. Made
+    when first needed (a run whose images are all known copies their rows without building the model), and
+    then in the background (`Prepared.prepare`), so that building and tracing the base overlaps the input
+    pipeline's start instead of following it."""
     def build():
         with runtime.precision_scope(extraction.precision):
-            return compiled_forward(extraction.backbone.feature_model(extraction.pooling))
+            forward = compiled_forward(extraction.backbone.feature_model(extraction.pooling))
+            # Trace and optimise the graph now, on one blank image, not on the first batch of real ones.
+            forward(tf.zeros([1, *extraction.backbone.image_size, 3]))
+        return forward
 
-    return _Lazy(build)
+    return Prepared(build)
 
 
 def run_parts(extraction: Extraction, parts: list[Part], *, progress: bool = True, threads: int | None = None,
@@ -442,11 +449,7 @@ def run_parts(extraction: Extraction, parts: list[Part], *, progress: bool = Tru
     writer = PartWriter(extraction.workdir.path, extraction.key)
     setup = setup_seconds + time.perf_counter() - start
     try:
-        for split, split_parts in groupby(parts, key=lambda p: p.split):
-            rows = sum(p.rows for p in share if p.split == split) if share is not None else None
-            _run_split(extraction, forward, reuse, writer, split, list(split_parts), progress, threads, label,
-                       setup, rows)
-            setup = 0.0
+        _run_stream(extraction, forward, reuse, writer, parts, progress, threads, label, setup, share)
     finally:
         writer.close()
         if own_reuse:
@@ -454,37 +457,89 @@ def run_parts(extraction: Extraction, parts: list[Part], *, progress: bool = Tru
     return {"write_seconds": writer.write_seconds, "write_wait_seconds": writer.wait_seconds}
 
 
-class _Lazy:
-    """A call whose function is made on the first call."""
+class Prepared:
+    """A call whose function `make()` makes once: `prepare()` starts making it in a background thread (at once,
+    and at most once); the first call waits for it, and raises what making it raised."""
 
     def __init__(self, make):
-        self._make, self._function = make, None
+        self._make = make
+        self._lock = threading.Lock()
+        self._future: Future | None = None
+
+    def prepare(self) -> None:
+        with self._lock:
+            if self._future is None:
+                self._future = Future()
+                threading.Thread(target=self._run, name="featpipe-prepare", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self._future.set_result(self._make())
+        except BaseException as e:  # noqa: BLE001  handed to the caller, which raises it
+            self._future.set_exception(e)
 
     def __call__(self, *args):
-        if self._function is None:
-            self._function = self._make()
-        return self._function(*args)
+        self.prepare()
+        return self._future.result()(*args)
 
 
-def _run_split(extraction: Extraction, forward, reuse: Reuse, writer: PartWriter, split: str, parts: list[Part],
-               progress: bool, threads: int | None, label: str, setup_seconds: float, share: int | None) -> None:
-    start = time.perf_counter() - setup_seconds
-    n = len(extraction.data.splits[split]) if share is None else share
-    rows = np.concatenate([np.arange(p.start, p.stop) for p in parts])
-    title = f"{label}{split}" + (f" (resuming: {n - len(rows)} of {n} images already done)" if len(rows) < n else "")
-    meter = Progress(len(rows), title) if progress else None
-    files = extraction.data.files(split)
+def _run_stream(extraction: Extraction, forward, reuse: Reuse, writer: PartWriter, parts: list[Part],
+                progress: bool, threads: int | None, label: str, setup_seconds: float,
+                share: list[Part] | None) -> None:
+    """Every split's parts through one input pipeline and one compiled forward: no pipeline is set up, drained
+    and warmed again at each split, and the images of the next split are decoded while this one's last batches
+    go through the base. Each run of a split's consecutive parts is a segment of the stream, with its own part
+    buffer (and progress line); a batch that straddles two segments is divided between their buffers."""
+    segments, files, offsets = [], [], []
+    for split, split_parts in groupby(parts, key=lambda p: p.split):
+        split_parts = list(split_parts)
+        offsets.append(len(files))
+        files += extraction.data.files(split)
+        n = sum(p.rows for p in share if p.split == split) if share is not None else len(extraction.data.splits[split])
+        segments.append((split, split_parts, n))
+    buffers = [_PartBuffer(extraction, split, split_parts, writer, reuse, final=i == len(segments) - 1)
+               for i, (split, split_parts, _) in enumerate(segments)]
+    rows = np.concatenate([np.arange(p.start, p.stop) + offset
+                           for offset, (_, split_parts, _) in zip(offsets, segments) for p in split_parts])
+    bounds = np.array(offsets[1:], np.int64)  # global row -> segment: np.searchsorted(bounds, row, "right")
 
-    def compute(rows):  # (features, rows) of these rows, through the base; unusable ones are left out
-        return _forward_rows(extraction, forward, files, rows, threads)
+    def compute(segment, local_rows):  # (features, rows) of these rows of a segment through the base
+        for feats, found in _forward_rows(extraction, forward, files, local_rows + offsets[segment], threads):
+            yield feats, found - offsets[segment]
 
-    buffer = _PartBuffer(extraction, split, parts, writer, meter, start, reuse, compute)
-    for feats, batch_rows in _forward_rows(extraction, forward, files, rows, threads, sieve=buffer.sieve):
-        buffer.add(feats, batch_rows)
-    buffer.close()
+    def sieve(row, digest):
+        segment = int(np.searchsorted(bounds, row, "right"))
+        known = buffers[segment].sieve(row - offsets[segment], digest)
+        if not known:
+            forward.prepare()  # an image to compute: the base is built while the pipeline starts
+        return known
+
+    current = -1
+    clock = time.perf_counter() - setup_seconds  # each part's seconds run from the previous hand-over
+
+    def advance(to):  # segments up to `to` begin; those before it are complete
+        nonlocal current, clock
+        while current < to:
+            if current >= 0:
+                clock = buffers[current].close()
+            current += 1
+            split, split_parts, n = segments[current]
+            todo = sum(p.rows for p in split_parts)
+            title = f"{label}{split}" + (f" (resuming: {n - todo} of {n} images already done)" if todo < n else "")
+            buffers[current].begin(clock, Progress(todo, title) if progress else None,
+                                   lambda local_rows, i=current: compute(i, local_rows))
+
+    advance(0)
+    for feats, batch_rows in _forward_rows(extraction, forward, files, rows, threads, sieve=sieve):
+        first = current
+        cuts = np.searchsorted(batch_rows, bounds[first:], "left")  # where later segments begin in the batch
+        for segment, piece in enumerate(np.split(np.arange(len(batch_rows)), cuts), start=first):
+            if len(piece):
+                advance(segment)
+                buffers[segment].add(feats[piece], batch_rows[piece] - offsets[segment])
+    advance(len(segments) - 1)
+    buffers[current].close()
     writer.drain()
-    if meter:
-        meter.close(f"{buffer.computed} computed, {buffer.reused} reused")
 
 
 def _forward_rows(extraction: Extraction, forward, files: list[str], rows: np.ndarray, threads: int | None,
@@ -505,7 +560,7 @@ class _PartBuffer:
     """Collects (features, row) batches and hands each part to the writer as soon as its rows have gone by.
 
     Rows arrive in order, minus the unreadable ones and the known ones, so a part is complete once a row at or
-    past its last row has been seen (or the stream has ended). `sieve` sees every usable row's digest first
+    past its last row has been seen (or the stream has left its segment). `sieve` sees every usable row's digest first
     (in the reader's thread, ahead of the stream) and takes the rows `reuse` knows: their features are copied
     from their source cache when the part is flushed (rows whose source fails are computed then, by
     `compute`). The rows a part lacks are the skipped ones.
@@ -514,13 +569,14 @@ class _PartBuffer:
     the extraction stops with one line (which split, how many images, what to do), the parts before it kept.
     """
 
-    def __init__(self, extraction: Extraction, split: str, parts: list[Part], writer: PartWriter, meter,
-                 clock: float, reuse: Reuse, compute):
+    def __init__(self, extraction: Extraction, split: str, parts: list[Part], writer: PartWriter, reuse: Reuse,
+                 final: bool):
         data = extraction.data
         self.extraction, self.split = extraction, split
-        self.root, self.writer, self.meter = data.root, writer, meter
+        self.root, self.writer = data.root, writer
         self.paths, self.labels = data.splits[split].paths, np.asarray(data.splits[split].labels)
-        self.reuse, self.compute = reuse, compute
+        self.reuse = reuse
+        self.final = final  # the run's last segment: its last part counts the wait for its write
         self.overflowed = False  # the base's features were finite, the storage dtype could not hold them
         self.todo = deque(parts)
         self.feats: list[np.ndarray] = []
@@ -528,7 +584,11 @@ class _PartBuffer:
         self.digests: dict[int, bytes] = {}  # row -> content digest, until its part is written
         self.known: dict[int, int] = {}  # row -> reuse entry
         self.computed = self.reused = 0
-        self.clock = clock  # each part's seconds run from the previous hand-over (or the split's start)
+
+    def begin(self, clock: float, meter, compute) -> None:
+        """The stream reached this segment: `clock` is the previous hand-over (each part's seconds run from
+        it); `compute(rows)` gives (features, rows) of rows whose copy failed, through the base."""
+        self.clock, self.meter, self.compute = clock, meter, compute
 
     def sieve(self, row: int, digest: bytes) -> bool:
         self.digests[row] = digest
@@ -554,9 +614,14 @@ class _PartBuffer:
             self.overflowed = True
         return stored
 
-    def close(self) -> None:
-        while self.todo:  # the last part, and trailing parts whose last images were all unreadable or known
+    def close(self) -> float:
+        """Hand over the parts left (the last one, and trailing parts whose last images were all unreadable or
+        known); returns the time of the last hand-over."""
+        while self.todo:
             self._flush(self.todo.popleft())
+        if self.meter:
+            self.meter.close(f"{self.computed} computed, {self.reused} reused")
+        return self.clock
 
     def _flush(self, part: Part) -> None:
         feats = np.concatenate(self.feats) if self.feats else np.zeros((0,), np.float32)
@@ -587,7 +652,7 @@ class _PartBuffer:
             paths=[self.paths[r] for r in kept], skipped_rows=np.asarray(skipped, np.int64),
             skipped_paths=[self.paths[r] for r in skipped],
             skipped_reasons=[unreadable_reason(os.path.join(self.root, self.paths[r])) for r in skipped],
-            seconds=now - self.clock, clock_from=now if not self.todo else None,
+            seconds=now - self.clock, clock_from=now if self.final and not self.todo else None,
             digests=digests, reused=reused,
         ))
         self.clock = now

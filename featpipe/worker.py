@@ -17,6 +17,7 @@ import time
 
 from featpipe.errors import FeatpipeError
 from featpipe.parts import Part
+from featpipe.tf_env import prefer_onednn
 
 EXIT_ERROR, EXIT_TERMINATED = 1, 143
 M_ARENA_MAX = -8  # glibc's mallopt parameter number
@@ -44,7 +45,9 @@ def load_job(job: dict, *, threads: int | None = None):
     """This process kept to `threads` cores, then the Extraction `job` describes, rebuilt (Extraction.from_json).
 
     Long-lived workers (a Ray actor) call it once and then run many parts with featpipe.extraction.run_parts.
+    A worker that imports TensorFlow here takes the CPU kernels the command does (featpipe.tf_env).
     """
+    prefer_onednn()
     import tensorflow as tf
 
     from featpipe.extraction import Extraction

@@ -149,6 +149,36 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(corrupt_dataset, tiny_
     assert_same_cache(resumed.path, whole.path)
 
 
+def test_one_stream_through_every_split_equals_one_image_at_a_time(corrupt_dataset, base, tmp_path, capsys):
+    data = load_image_folder(corrupt_dataset)
+    # A batch of 64 spans the three splits and their unreadable files; parts of 5 rows end inside batches.
+    streamed = extract(data, base, tmp_path / "streamed", batch_size=64, part_rows=5, progress=True)
+    single = extract(data, base, tmp_path / "single", batch_size=1, progress=False)
+    with FeatureCache(streamed.path) as a, FeatureCache(single.path) as b:
+        assert a.splits == b.splits == ["train", "validation", "test"]
+        for split in a.splits:
+            assert a.paths(split) == b.paths(split) and a.labels(split).tolist() == b.labels(split).tolist()
+            assert a.skipped(split) == b.skipped(split)
+            np.testing.assert_allclose(a.features(split), b.features(split), rtol=1e-5, atol=1e-6)
+    err = capsys.readouterr().err
+    for split, files in data.splits.items():  # each split's own progress line, with its own count
+        assert f"{split}: {len(files)}/{len(files)} images" in err
+
+
+def test_the_base_is_prepared_once_in_the_background_and_its_failure_is_raised():
+    made = []
+    forward = extraction_module.Prepared(lambda: made.append(threading.current_thread().name) or (lambda x: x + 1))
+    forward.prepare()
+    forward.prepare()
+    assert forward(1) == 2 and forward(2) == 3 and made == ["featpipe-prepare"]
+
+    def fail():
+        raise FeatpipeError("the base cannot be built")
+
+    with pytest.raises(FeatpipeError, match="cannot be built"):
+        extraction_module.Prepared(fail)(1)
+
+
 def test_recorded_seconds_are_the_wall_time_of_the_work(dataset, base, tmp_path):
     data = load_image_folder(dataset)
     start = time.perf_counter()

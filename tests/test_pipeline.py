@@ -242,3 +242,23 @@ def test_a_big_jpeg_goes_through_the_pipeline_reduced_and_a_png_of_its_size_does
     assert "(1080000 decoded at 1/2)" in unreadable_reason(str(jpeg), size=(900, 1200))
     crop = list(indexed_images([str(jpeg)], (40, 40), crop_to_aspect_ratio=True).as_numpy_iterator())
     assert crop[0][0].shape == (40, 40, 3)
+
+
+def test_windows_of_files_keep_order_drop_the_unusable_and_skip_a_window_of_none(corrupt_dataset, monkeypatch):
+    import featpipe.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "READ_WINDOW", 3)  # many windows, each read in chunks by two threads
+    monkeypatch.setattr(pipeline, "READ_THREADS", 2)
+    good = sorted(str(p) for p in (corrupt_dataset / "test").rglob("*.*"))
+    bad = sorted(str(p) for p in (corrupt_dataset / "train" / "cat").glob("*")
+                 if p.name in ("zero.jpg", "text.png", "truncated.jpg"))
+    files = good[:2] + bad[:1] + bad + good[2:]  # the second window holds no usable file
+    sieved = []
+    out = list(indexed_images(files, (6, 6), sieve=lambda row, digest: sieved.append(row) or row == 1)
+               .as_numpy_iterator())
+    usable = [i for i, f in enumerate(files) if f not in bad and i != 1]
+    assert [int(row) for _, row in out] == usable
+    assert sorted(sieved) == [i for i, f in enumerate(files) if f not in bad or f.endswith(("text.png", "truncated.jpg"))]
+    whole = dict((int(r), x) for x, r in indexed_images(files, (6, 6)).as_numpy_iterator())
+    for image, row in out:
+        np.testing.assert_array_equal(image, whole[int(row)])

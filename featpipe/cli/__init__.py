@@ -24,6 +24,7 @@ import click
 
 from featpipe import __version__
 from featpipe.errors import ArgumentError, FeatpipeError, Interrupted
+from featpipe.tf_env import prefer_onednn
 
 EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 3, 128 + signal.SIGINT, 128 + signal.SIGTERM
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -122,6 +123,7 @@ def main(verbose: int) -> None:
     # logged before absl starts ignore this; quiet_native_logs drops those).
     if not (verbose or os.environ.get("FEATPIPE_DEBUG")):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    prefer_onednn()  # the CPU's fastest kernels for the base (featpipe.tf_env); worker processes inherit it
     # featpipe's own steps are logged (batch jobs need to see where a long grid is); other libraries
     # only warn unless asked, and TensorFlow's Python-side absl chatter only with -v.
     logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.WARNING,
