@@ -72,15 +72,21 @@ def test_without_ray_the_engine_says_what_to_install(monkeypatch, dataset, tiny_
 
 
 def _kill_two_actors(ray, stop: threading.Event) -> None:
-    """Kill the first actor and then its replacement as soon as each exists: while it is still loading the base,
-    with the first part handed to it, which therefore fails twice whatever the timing."""
+    """Kill the first actor and then its replacement soon after each exists: while it is still loading the base
+    (importing TensorFlow alone takes seconds), with the first part handed to it, which therefore fails twice.
+
+    Not at once: Ray drops a kill that reaches a worker before the actor is placed on it ("ignoring KillActor
+    ... current actor ID: NIL_ID"), and the actor then never runs nor dies."""
     for name in ("featpipe-extract-0", "featpipe-extract-1"):
         while not stop.is_set():
             try:
-                ray.kill(ray.get_actor(name))
-                break
+                actor = ray.get_actor(name)
             except ValueError:  # not created yet
                 time.sleep(0.005)
+                continue
+            stop.wait(0.5)
+            ray.kill(actor)
+            break
 
 
 @pytest.mark.slow
