@@ -31,6 +31,7 @@ from featpipe.assemble import assemble, describe_missing
 from featpipe.backbones import Backbone
 from featpipe.choices import COMPRESSIONS, DTYPES, POOLINGS
 from featpipe.data import ImageFolder
+from featpipe.distribute import available_cores
 from featpipe.errors import ArgumentError, FeatpipeError
 from featpipe.model_parts import compiled_forward
 from featpipe.parts import Part, PartData, part_rows_for, shard_parts
@@ -545,14 +546,24 @@ def _run_stream(extraction: Extraction, forward, reuse: Reuse, writer: PartWrite
 def _forward_rows(extraction: Extraction, forward, files: list[str], rows: np.ndarray, threads: int | None,
                   sieve=None):
     """(features, rows) batches of the base over `rows` of `files`, minus unusable files and those `sieve` takes;
-    the features as the base gives them (the part buffer casts them to the storage dtype)."""
-    dataset = batched(indexed_images(files, extraction.backbone.image_size, extraction.crop_to_aspect_ratio, rows,
-                                     sieve=sieve), extraction.batch_size)
+    the features as the base gives them (the part buffer casts them to the storage dtype).
+
+    On a GPU the next batches are decoded while the base runs (prefetch). On a CPU the decoder and the base share
+    the cores, and running both at once makes their threads contend (measured on 2 cores: no faster at best, and
+    some runs fall to 1.4 cores busy); so there they take turns: a batch is decoded on every core, then the base
+    runs on every core. Reading and checking files stays ahead in its own threads either way."""
+    on_cpu = not runtime.gpus()
+    cores = threads or available_cores()
+    dataset = indexed_images(files, extraction.backbone.image_size, extraction.crop_to_aspect_ratio, rows,
+                             sieve=sieve, parallel=cores if on_cpu else None)
+    dataset = dataset.batch(extraction.batch_size) if on_cpu else batched(dataset, extraction.batch_size)
+    options = tf.data.Options()
     if threads:  # several workers on one machine divide its cores instead of each taking them all
-        options = tf.data.Options()
         options.threading.private_threadpool_size = threads
-        dataset = dataset.with_options(options)
-    for images, batch_rows in dataset:
+    if on_cpu:  # no buffer sized by tf.data's autotuner, no prefetch injected: one batch at a time
+        options.autotune.enabled = False
+        options.experimental_optimization.inject_prefetch = False
+    for images, batch_rows in dataset.with_options(options):
         yield forward(images).numpy(), batch_rows.numpy()
 
 

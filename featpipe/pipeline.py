@@ -173,6 +173,7 @@ def indexed_images(
     rows: np.ndarray | None = None,
     limit: int | None = None,
     sieve=None,
+    parallel: int | None = None,
 ) -> tf.data.Dataset:
     """(image, row) pairs for `rows` of `files` (all by default), in order; unusable files are dropped.
 
@@ -196,7 +197,7 @@ def indexed_images(
     signature = (tf.TensorSpec((None,), tf.string), tf.TensorSpec((None,), tf.int64), tf.TensorSpec((None,), tf.int32))
     dataset = tf.data.Dataset.from_generator(windows, output_signature=signature).unbatch()
     dataset = dataset.map(lambda data, row, branch: (decode_and_resize(data, size, crop_to_aspect_ratio, branch), row),
-                          num_parallel_calls=AUTOTUNE, deterministic=True)
+                          num_parallel_calls=parallel or AUTOTUNE, deterministic=True)
     return dataset.ignore_errors()
 
 
