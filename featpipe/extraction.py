@@ -20,7 +20,7 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from itertools import groupby
+from itertools import chain, groupby
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,8 @@ from featpipe.workdir import WorkDir
 from featpipe.writer import PartWriter
 
 log = logging.getLogger(__name__)
+# Decoded images a CPU extraction may hold while its base is being prepared (see _forward_rows).
+EARLY_BYTES = 256 << 20
 
 
 @dataclass
@@ -479,6 +481,10 @@ class Prepared:
         except BaseException as e:  # noqa: BLE001  handed to the caller, which raises it
             self._future.set_exception(e)
 
+    def ready(self) -> bool:
+        """Whether the function is made (or failed to be): a call would not wait."""
+        return self._future is not None and self._future.done()
+
     def __call__(self, *args):
         self.prepare()
         return self._future.result()(*args)
@@ -515,6 +521,8 @@ def _run_stream(extraction: Extraction, forward, reuse: Reuse, writer: PartWrite
             forward.prepare()  # an image to compute: the base is built while the pipeline starts
         return known
 
+    if reuse.empty:  # every image goes through the base: build it while the pipeline is set up
+        forward.prepare()
     current = -1
     clock = time.perf_counter() - setup_seconds  # each part's seconds run from the previous hand-over
 
@@ -563,7 +571,17 @@ def _forward_rows(extraction: Extraction, forward, files: list[str], rows: np.nd
     if on_cpu:  # no buffer sized by tf.data's autotuner, no prefetch injected: one batch at a time
         options.autotune.enabled = False
         options.experimental_optimization.inject_prefetch = False
-    for images, batch_rows in dataset.with_options(options):
+    batches = iter(dataset.with_options(options))
+    early = deque()
+    if on_cpu:  # while the base is still being built and traced (on one core), decode a few batches on the rest
+        height, width = extraction.backbone.image_size
+        room = EARLY_BYTES // (extraction.batch_size * height * width * 3 * 4)  # (0: none)
+        while len(early) < room and not forward.ready():
+            batch = next(batches, None)
+            if batch is None:
+                break
+            early.append(batch)
+    for images, batch_rows in chain(early, batches):
         yield forward(images).numpy(), batch_rows.numpy()
 
 

@@ -151,6 +151,11 @@ class Reuse:
         self.sources = meta["sources"]
         self._entry = {digest.tobytes(): i for i, digest in enumerate(digests)}
 
+    @property
+    def empty(self) -> bool:
+        """No row can be copied: every image goes through the base."""
+        return not self._entry
+
     def find(self, digest: bytes) -> int | None:
         entry = self._entry.get(digest)
         return None if entry is None or int(self._source[entry]) in self.refused else entry

@@ -168,9 +168,10 @@ def test_one_stream_through_every_split_equals_one_image_at_a_time(corrupt_datas
 def test_the_base_is_prepared_once_in_the_background_and_its_failure_is_raised():
     made = []
     forward = extraction_module.Prepared(lambda: made.append(threading.current_thread().name) or (lambda x: x + 1))
+    assert not forward.ready()
     forward.prepare()
     forward.prepare()
-    assert forward(1) == 2 and forward(2) == 3 and made == ["featpipe-prepare"]
+    assert forward(1) == 2 and forward(2) == 3 and made == ["featpipe-prepare"] and forward.ready()
 
     def fail():
         raise FeatpipeError("the base cannot be built")

@@ -217,8 +217,10 @@ def test_the_index_is_rebuilt_when_the_caches_change(first, base, tmp_path):
     make_image(root / "train" / "cat" / "new.png", CLASS_COLOURS["cat"], seed=7)
     grown = again(root, base, cache_dir)
     build_index(cache_dir, result_facts(grown))
-    assert len(Reuse(index)._entry) == 25  # both caches' digests, each once
+    assert len(Reuse(index)._entry) == 25 and not Reuse(index).empty  # both caches' digests, each once
+    assert Reuse(None).empty  # nothing to copy: the run builds its base at once
     index.write_bytes(b"garbage")  # an unreadable index is rebuilt, never trusted
+    assert Reuse(index).empty
     assert len(Reuse(build_index(cache_dir, result_facts(grown)))._entry) == 25
 
 
