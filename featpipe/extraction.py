@@ -494,8 +494,7 @@ def _run_stream(extraction: Extraction, forward, reuse: Reuse, writer: PartWrite
                 progress: bool, threads: int | None, label: str, setup_seconds: float,
                 share: list[Part] | None) -> None:
     """Every split's parts through one input pipeline and one compiled forward: no pipeline is set up, drained
-    and warmed again at each split, and the images of the next split are decoded while this one's last batches
-    go through the base. Each run of a split's consecutive parts is a segment of the stream, with its own part
+    and warmed again at each split, and a batch may hold the end of one split and the start of the next. Each run of a split's consecutive parts is a segment of the stream, with its own part
     buffer (and progress line); a batch that straddles two segments is divided between their buffers."""
     segments, files, offsets = [], [], []
     for split, split_parts in groupby(parts, key=lambda p: p.split):
@@ -574,8 +573,7 @@ def _forward_rows(extraction: Extraction, forward, files: list[str], rows: np.nd
     batches = iter(dataset.with_options(options))
     early = deque()
     if on_cpu:  # while the base is still being built and traced (on one core), decode a few batches on the rest
-        height, width = extraction.backbone.image_size
-        room = EARLY_BYTES // (extraction.batch_size * height * width * 3 * 4)  # (0: none)
+        room = EARLY_BYTES // runtime.batch_bytes(extraction.backbone.image_size, extraction.batch_size)  # 0: none
         while len(early) < room and not forward.ready():
             batch = next(batches, None)
             if batch is None:

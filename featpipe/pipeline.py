@@ -21,7 +21,6 @@ import io
 import os
 import re
 import warnings
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -181,7 +180,8 @@ def indexed_images(
     called with the content digest (`content_digest`) of every regular file read, computed from the bytes
     already read (no second read), in the reading threads, ahead of the consumer: every row before one the
     dataset yields has been sieved. The rows it returns True for are neither checked nor decoded (their
-    features come from elsewhere: featpipe.reuse).
+    features come from elsewhere: featpipe.reuse). `parallel`: images decoded at once (default: tf.data's
+    autotuner decides).
     """
     rows = np.arange(len(files)) if rows is None else np.asarray(rows, dtype=np.int64)
     limit = max_pixels(limit)
@@ -234,11 +234,9 @@ def _read_windows(paths: list[str], rows: list[int], limit: int, size: tuple[int
         return [pool.submit(read_chunk, i, min(i + chunk, stop)) for i in range(start, stop, chunk)]
 
     with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="featpipe-read") as pool:
-        pending = deque([submit(0)] if paths else [])
-        for start in range(READ_WINDOW, len(paths) + READ_WINDOW, READ_WINDOW):
-            futures = pending.popleft()
-            if start < len(paths):  # the next window is read while this one is consumed
-                pending.append(submit(start))
+        ahead = submit(0)
+        for start in range(0, len(paths), READ_WINDOW):
+            futures, ahead = ahead, submit(start + READ_WINDOW)  # the next window is read while this one is used
             window = [item for future in futures for item in future.result()]
             found = [(row, item) for row, item in window if item is not None]
             yield [item[0] for _, item in found], [row for row, _ in found], [item[1] for _, item in found]

@@ -99,6 +99,12 @@ def compute_dtype(precision: str = "auto") -> str:
 BATCH_MEMORY_SHARE = 1 / 4
 
 
+def batch_bytes(image_size: tuple[int, int], batch_size: int) -> int:
+    """Bytes of one batch of decoded pixels as the pipeline hands them to the base (RGB float32)."""
+    height, width = image_size
+    return batch_size * height * width * 3 * 4
+
+
 def check_batch_fits(image_size: tuple[int, int], batch_size: int, memory: int | None = None) -> None:
     """Refuse, in one line and before any work, an image size whose batches cannot fit in this node's memory
     (`memory` bytes; default: what is available now). Unknown memory: no check."""
@@ -107,7 +113,7 @@ def check_batch_fits(image_size: tuple[int, int], batch_size: int, memory: int |
 
         memory = available_memory()
     height, width = image_size
-    need = batch_size * height * width * 3 * 4
+    need = batch_bytes(image_size, batch_size)
     if memory is not None and need > memory * BATCH_MEMORY_SHARE:
         raise ArgumentError(
             f"{{image_size}} {height}x{width} with {{batch_size}} {batch_size} needs {_gib(need)} for one batch of "

@@ -28,7 +28,7 @@ def test_prefer_onednn_does_nothing_once_tensorflow_is_imported(monkeypatch):
     assert environ == {}
 
 
-def oneDNN_in_a_fresh_process(env_value):
+def onednn_in_a_fresh_process(env_value):
     # TensorFlow's own answer, in a process where only featpipe's command entry ran before it was imported.
     code = ("import os, sys\n"
             "from featpipe.cli import main\n"
@@ -45,5 +45,5 @@ def oneDNN_in_a_fresh_process(env_value):
 
 @pytest.mark.slow  # two fresh processes import TensorFlow
 def test_the_command_runs_tensorflow_with_onednn_unless_the_user_said_no():
-    assert oneDNN_in_a_fresh_process(None) == ["1", "True"]
-    assert oneDNN_in_a_fresh_process("0") == ["0", "False"]
+    assert onednn_in_a_fresh_process(None) == ["1", "True"]
+    assert onednn_in_a_fresh_process("0") == ["0", "False"]
