@@ -1,9 +1,11 @@
 """tf.data input pipelines shared by extraction and fine-tuning: read, decode, resize, batch, prefetch.
 
-Every file is read once, in Python threads, and checked before TensorFlow sees its bytes: it must be a
-regular, readable file (a FIFO never blocks the read, see `featpipe.data.read_regular_file`) whose decode
-would hold at most `max_pixels` pixels (PIL reads only the header), so a decompression bomb is never decoded
-or allocated.
+Every file is read once, in Python threads, and checked before it is decoded: it must be a regular, readable
+file (a FIFO never blocks the read, see `featpipe.data.read_regular_file`) whose decode would hold at most
+`max_pixels` pixels, judged from its header alone, so a decompression bomb is never decoded or allocated. A
+JPEG's header is read inside the pipeline by libjpeg (`tf.io.extract_jpeg_shape`), the library that then decodes
+it: the size judged is the size decoded, and the check costs no Python time. Other formats are judged by PIL in
+the reading threads.
 
 A JPEG is decoded at the largest DCT-domain reduction (1/2, 1/4 or 1/8, libjpeg's scaled decoding) whose
 both sides stay at or above the target size, then resized: a 100-megapixel photo is a photo, decoded at an
@@ -42,6 +44,9 @@ READ_WINDOW = 64
 JPEG_REDUCTIONS = (8, 4, 2)
 DECODE_RULE = "jpeg: largest DCT reduction of 1/2, 1/4, 1/8 keeping both sides >= the target size; others: full size"
 _JPEG_FORMATS = ("JPEG", "MPO")
+_JPEG_MAGIC = b"\xff\xd8\xff"
+# The decode branch of a file whose header the pipeline checks (a JPEG): see `_jpeg_branch`.
+JPEG_CHECKED_IN_PIPELINE = -1
 
 
 def max_pixels(value: int | None = None) -> int:
@@ -113,17 +118,32 @@ def _too_big(claim: str, limit: int) -> str:
 
 def read_image(path: str, limit: int, size: tuple[int, int] | None = None) -> bytes:
     """The bytes of `path`, once it is known to be a regular, readable image of sane size; UnusableFile if not."""
-    return _read_checked(path, limit, size)[0]
-
-
-def _read_checked(path: str, limit: int, size: tuple[int, int] | None) -> tuple[bytes, int]:
-    """(bytes, decode branch: log2 of the JPEG reduction, 0 for a full-size decode) of a checked image."""
     data = read_regular_file(path, _max_bytes(limit))
-    return data, _decode_branch(data, limit, size)
+    check_header(data, limit, size)
+    return data
 
 
-def _decode_branch(data: bytes, limit: int, size: tuple[int, int] | None) -> int:
-    return jpeg_reduction(check_header(data, limit, size), size).bit_length() - 1
+def _pipeline_branch(data: bytes, limit: int, size: tuple[int, int]) -> int:
+    """The decode branch a pipeline is handed: a JPEG's is decided, and its size checked, in the pipeline
+    (`_jpeg_branch`); any other image is checked here (PIL) and decodes at full size."""
+    if data.startswith(_JPEG_MAGIC):
+        return JPEG_CHECKED_IN_PIPELINE
+    check_header(data, limit, size)
+    return 0
+
+
+def _jpeg_branch(contents: tf.Tensor, size: tuple[int, int], limit: int) -> tf.Tensor:
+    """A JPEG's decode branch (log2 of `jpeg_reduction`), from its header as libjpeg reads it; an error (which
+    drops the image) when that decode would hold more than `limit` pixels, before anything is decoded."""
+    shape = tf.cast(tf.io.extract_jpeg_shape(contents), tf.int64)
+    reductions = tf.constant([*JPEG_REDUCTIONS, 1], tf.int64)
+    height, width = -(-shape[0] // reductions), -(-shape[1] // reductions)  # libjpeg rounds a reduced side up
+    covers = tf.concat([(height[:-1] >= size[0]) & (width[:-1] >= size[1]), [True]], axis=0)
+    choice = tf.argmax(tf.cast(covers, tf.int32), output_type=tf.int32)  # the first: the largest reduction
+    check = tf.debugging.assert_less_equal(height[choice] * width[choice], tf.constant(limit, tf.int64),
+                                           message="JPEG over the pixel limit")
+    with tf.control_dependencies([check]):
+        return tf.identity(len(JPEG_REDUCTIONS) - choice)
 
 
 def _pil_reason(error: Exception) -> str:
@@ -192,12 +212,24 @@ def indexed_images(
             if found_rows:
                 yield np.array(data, dtype=object), np.array(found_rows, np.int64), np.array(branches, np.int32)
 
-    # A window of checked files crosses from Python into TensorFlow at once (then unbatched): one generator
-    # call per window, not one per image, which cost about a third of the decode's CPU time.
+    # A window of checked files crosses from Python into TensorFlow at once: one generator call per window, not
+    # one per image, which cost about a third of the decode's CPU time. Converting a window's bytes into a
+    # tensor is one thread's work, so the next window is converted ahead (prefetch), and each image's bytes are
+    # taken from its window inside the parallel map, not one at a time before it (unbatch): either way the
+    # decoders would wait, and on 2 cores a sixth of them idled.
     signature = (tf.TensorSpec((None,), tf.string), tf.TensorSpec((None,), tf.int64), tf.TensorSpec((None,), tf.int32))
-    dataset = tf.data.Dataset.from_generator(windows, output_signature=signature).unbatch()
-    dataset = dataset.map(lambda data, row, branch: (decode_and_resize(data, size, crop_to_aspect_ratio, branch), row),
-                          num_parallel_calls=parallel or AUTOTUNE, deterministic=True)
+    windows = tf.data.Dataset.from_generator(windows, output_signature=signature).prefetch(1)
+    dataset = windows.flat_map(lambda data, rows, branches: tf.data.Dataset.zip(
+        tf.data.Dataset.from_tensors(data).repeat(),  # the same tensor each time, not a copy
+        tf.data.Dataset.from_tensor_slices((tf.range(tf.size(rows)), rows, branches))))
+
+    def decode(window, item):
+        index, row, branch = item
+        data = window[index]
+        branch = tf.cond(branch == JPEG_CHECKED_IN_PIPELINE, lambda: _jpeg_branch(data, size, limit), lambda: branch)
+        return decode_and_resize(data, size, crop_to_aspect_ratio, branch), row
+
+    dataset = dataset.map(decode, num_parallel_calls=parallel or AUTOTUNE, deterministic=True)
     return dataset.ignore_errors()
 
 
@@ -216,12 +248,10 @@ def _read_windows(paths: list[str], rows: list[int], limit: int, size: tuple[int
     windows of bytes are held."""
     def read(path, row):
         try:
-            if sieve is None:
-                return _read_checked(path, limit, size)
             data = read_regular_file(path, _max_bytes(limit))
-            if sieve(row, content_digest(data)):
+            if sieve is not None and sieve(row, content_digest(data)):
                 return None  # known: not decoded, so its header need not be checked either
-            return data, _decode_branch(data, limit, size)
+            return data, _pipeline_branch(data, limit, size)
         except UnusableFile:
             return None
 

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import tensorflow as tf
 from PIL import Image
@@ -199,11 +201,29 @@ def _claiming(jpeg: bytes, width: int, height: int) -> bytes:
     (12000, 9000, (4501, 100), 1), (1785, 1785, (224, 224), 8), (1784, 1784, (224, 224), 4), (100, 80, (224, 224), 1),
 ])
 def test_jpegs_decode_at_the_largest_reduction_that_covers_the_target(tmp_path, width, height, size, reduction):
-    from featpipe.pipeline import jpeg_reduction
+    from featpipe.pipeline import _jpeg_branch, jpeg_reduction
 
     data = _claiming(_jpeg(tmp_path / "x.jpg", 64, 48).read_bytes(), width, height)
     image = check_header(data, 2**40, size)
     assert image.size == (width, height) and jpeg_reduction(image, size) == reduction
+    # The pipeline's own check (libjpeg reads the header) agrees with PIL's reading of it.
+    assert int(_jpeg_branch(tf.constant(data), size, 2**40)) == reduction.bit_length() - 1
+    decoded = -(-width // reduction) * -(-height // reduction)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="over the pixel limit"):
+        _jpeg_branch(tf.constant(data), size, decoded - 1)
+
+
+def test_a_jpeg_over_the_cap_at_its_decode_scale_is_dropped_in_the_pipeline_before_decoding(tmp_path, monkeypatch):
+    """A JPEG's header is checked by libjpeg inside the pipeline (not by PIL in the reader): a decodable JPEG
+    whose decode would exceed the cap is dropped, and passes once the cap allows it."""
+    jpeg, small = str(_jpeg(tmp_path / "a.jpg", 400, 300)), str(make_image(tmp_path / "b.jpg", (10, 200, 10)))
+    # (100, 100): decoded at 1/2 (200 x 150 = 30,000 pixels); at 1/4 it would no longer cover the target
+    assert [int(r) for _, r in indexed_images([jpeg, small], (100, 100), limit=29_999).as_numpy_iterator()] == [1]
+    assert "(30000 decoded at 1/2), over the 29999-pixel limit" in unreadable_reason(jpeg, 29_999, (100, 100))
+    out = list(indexed_images([jpeg, small], (100, 100), limit=30_000).as_numpy_iterator())
+    assert [int(r) for _, r in out] == [0, 1]
+    expected = tf.image.resize(tf.io.decode_jpeg(Path(jpeg).read_bytes(), channels=3, ratio=2), (100, 100)).numpy()
+    np.testing.assert_allclose(out[0][0], expected, atol=1e-3)
 
 
 def test_a_100_megapixel_jpeg_is_judged_at_its_decode_scale_other_formats_at_full_size(tmp_path):
