@@ -26,7 +26,7 @@ kernels and the gain of the pipeline are each shown. Targets: c >= 0.9 L in both
 base dominates. Variants run interleaved --repeat times and the best of each is kept (a shared machine only
 ever slows a run down).
 
-    python bench/bench_extract.py                 # both regimes, ~12 minutes on 2 cores
+    python bench/bench_extract.py                 # both regimes, ~15 minutes on 2 cores
     python bench/bench_extract.py --quick         # a smoke run, ~3 minutes
     python bench/bench_extract.py --regimes forward --images 2000 --backbone keras:MobileNetV2
 """
