@@ -494,8 +494,9 @@ def _run_stream(extraction: Extraction, forward, reuse: Reuse, writer: PartWrite
                 progress: bool, threads: int | None, label: str, setup_seconds: float,
                 share: list[Part] | None) -> None:
     """Every split's parts through one input pipeline and one compiled forward: no pipeline is set up, drained
-    and warmed again at each split, and a batch may hold the end of one split and the start of the next. Each run of a split's consecutive parts is a segment of the stream, with its own part
-    buffer (and progress line); a batch that straddles two segments is divided between their buffers."""
+    and warmed again at each split, and a batch may hold the end of one split and the start of the next. Each
+    run of a split's consecutive parts is a segment of the stream, with its own part buffer (and progress line);
+    a batch that straddles two segments is divided between their buffers."""
     segments, files, offsets = [], [], []
     for split, split_parts in groupby(parts, key=lambda p: p.split):
         split_parts = list(split_parts)

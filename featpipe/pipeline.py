@@ -11,9 +11,9 @@ A JPEG is decoded at the largest DCT-domain reduction (1/2, 1/4 or 1/8, libjpeg'
 both sides stay at or above the target size, then resized: a 100-megapixel photo is a photo, decoded at an
 eighth of its side for a 224 x 224 input, in a fraction of the time and memory. The pixel cap applies to that
 decode; PNG, GIF and BMP, which decode at full size only, are capped at full size. This rule
-(`DECODE_RULE`) determines the pixels, so it is a fact of the cache key. Files that fail a check, or that TensorFlow cannot decode (corrupt, truncated, not an
-image), are dropped inside the pipeline; every element carries its row index, so the caller learns which
-rows went missing and records them with `unreadable_reason`.
+(`DECODE_RULE`) determines the pixels, so it is a fact of the cache key. Files that fail a check, or that
+TensorFlow cannot decode (corrupt, truncated, not an image), are dropped inside the pipeline; every element
+carries its row index, so the caller learns which rows went missing and records them with `unreadable_reason`.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def _open_header(data: bytes, limit: int) -> Image.Image:
         try:
             return Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as e:  # over PIL's own cap, twice its default: judged here instead
-            if data[:3] == b"\xff\xd8\xff":
+            if data.startswith(_JPEG_MAGIC):
                 try:  # the plugin itself reads the header without PIL's cap; a JPEG may decode reduced
                     return JpegImagePlugin.JpegImageFile(io.BytesIO(data))
                 except Exception as error:  # noqa: BLE001  hostile headers raise many kinds
