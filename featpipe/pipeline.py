@@ -218,8 +218,7 @@ def indexed_images(
     # taken from its window inside the parallel map, not one at a time before it (unbatch): either way the
     # decoders would wait, and on 2 cores a sixth of them idled.
     signature = (tf.TensorSpec((None,), tf.string), tf.TensorSpec((None,), tf.int64), tf.TensorSpec((None,), tf.int32))
-    windows = tf.data.Dataset.from_generator(windows, output_signature=signature).prefetch(1)
-    dataset = windows.flat_map(_window_items)
+    dataset = tf.data.Dataset.from_generator(windows, output_signature=signature).prefetch(1).flat_map(_window_items)
 
     # Not converted by autograph (it has no Python control flow on tensors): converting it cost 0.25 s of Python
     # at the start of every run, while the base is traced in another thread.
