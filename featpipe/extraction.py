@@ -33,6 +33,7 @@ from featpipe.choices import COMPRESSIONS, DTYPES, POOLINGS
 from featpipe.data import ImageFolder
 from featpipe.distribute import available_cores
 from featpipe.errors import ArgumentError, FeatpipeError
+from featpipe.low_priority import iterate_below
 from featpipe.model_parts import compiled_forward
 from featpipe.parts import Part, PartData, part_rows_for, shard_parts
 from featpipe.pipeline import DECODE_RULE, batched, indexed_images, unreadable_reason
@@ -518,7 +519,9 @@ def _run_stream(extraction: Extraction, forward, reuse: Reuse, writer: PartWrite
         segment = int(np.searchsorted(bounds, row, "right"))
         known = buffers[segment].sieve(row - offsets[segment], digest)
         if not known:
-            forward.prepare()  # an image to compute: the base is built while the pipeline starts
+            # An image to compute: the base is built while the pipeline starts. Started from a reading thread, the
+            # build runs at the pipeline's lower priority (featpipe.low_priority), beside nothing but decoding.
+            forward.prepare()
         return known
 
     if reuse.empty:  # every image goes through the base: build it while the pipeline is set up
@@ -556,22 +559,22 @@ def _forward_rows(extraction: Extraction, forward, files: list[str], rows: np.nd
     """(features, rows) batches of the base over `rows` of `files`, minus unusable files and those `sieve` takes;
     the features as the base gives them (the part buffer casts them to the storage dtype).
 
-    On a GPU the next batches are decoded while the base runs (prefetch). On a CPU the decoder and the base share
-    the cores, and running both at once makes their threads contend (measured on 2 cores: no faster at best, and
-    some runs fall to 1.4 cores busy); so there they take turns: a batch is decoded on every core, then the base
-    runs on every core. Reading and checking files stays ahead in its own threads either way."""
+    The next batches are decoded while the base runs. On a GPU, tf.data sizes that buffer. On a CPU the decoder and
+    the base share the cores: one batch is decoded ahead, by threads running below the base's priority
+    (featpipe.low_priority), so that decoding fills the moments the base leaves idle instead of slowing it."""
     on_cpu = not runtime.gpus()
     cores = threads or available_cores()
     dataset = indexed_images(files, extraction.backbone.image_size, extraction.crop_to_aspect_ratio, rows,
                              sieve=sieve, parallel=cores if on_cpu else None)
-    dataset = dataset.batch(extraction.batch_size) if on_cpu else batched(dataset, extraction.batch_size)
+    dataset = dataset.batch(extraction.batch_size).prefetch(1) if on_cpu else batched(dataset, extraction.batch_size)
     options = tf.data.Options()
     if threads:  # several workers on one machine divide its cores instead of each taking them all
         options.threading.private_threadpool_size = threads
-    if on_cpu:  # no buffer sized by tf.data's autotuner, no prefetch injected: one batch at a time
+    if on_cpu:  # no buffers sized by tf.data's autotuner: the one batch ahead is all the cores have room for
         options.autotune.enabled = False
         options.experimental_optimization.inject_prefetch = False
-    batches = iter(dataset.with_options(options))
+    dataset = dataset.with_options(options)
+    batches = iterate_below(dataset) if on_cpu else iter(dataset)
     early = deque()
     if on_cpu:  # while the base is still being built and traced (on one core), decode a few batches on the rest
         room = EARLY_BYTES // runtime.batch_bytes(extraction.backbone.image_size, extraction.batch_size)  # 0: none
