@@ -54,6 +54,8 @@ REGIMES = {
     "forward": ((260, 340), (240, 320), 85),
     "decode": ((1600, 1600), (1200, 1200), 92),
 }
+# Images per regime: (default, --quick).
+DEFAULT_IMAGES = {"forward": (5000, 600), "decode": (1500, 160)}
 IMAGE_SIZE = 224
 ONEDNN = "TF_ENABLE_ONEDNN_OPTS"
 
@@ -62,8 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--regimes", default="forward,decode", help="comma-separated: forward, decode")
     parser.add_argument("--backbone", default="keras:MobileNet(alpha=0.25)", help="(random weights)")
-    parser.add_argument("--images", help="images per regime: one count, or one per regime (default 5000,1500: "
-                        "the book's 5,000 images; --quick: 600,160)")
+    parser.add_argument("--images", help="images per regime: one count, or one per regime in --regimes' order "
+                        "(default: forward 5000, the book's 5,000 images, decode 1500; --quick: 600 and 160)")
     parser.add_argument("--batch-size", type=int, default=32, help="the same for every variant (featpipe's CPU "
                         "default)")
     parser.add_argument("--repeat", type=int, help="interleaved rounds (default 2; --quick: 1)")
@@ -74,8 +76,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = set(args.regimes) - set(REGIMES)
     if unknown:
         parser.error(f"unknown regime(s): {', '.join(sorted(unknown))}")
-    counts = [int(n) for n in (args.images or ("600,160" if args.quick else "5000,1500")).split(",")]
-    args.images = (counts * len(args.regimes))[: len(args.regimes)] if len(counts) == 1 else counts
+    if args.images:
+        counts = [int(n) for n in args.images.split(",")]
+        args.images = counts * len(args.regimes) if len(counts) == 1 else counts
+    else:
+        args.images = [DEFAULT_IMAGES[regime][args.quick] for regime in args.regimes]
+    if len(args.images) != len(args.regimes):
+        parser.error(f"--images: {len(args.images)} counts for {len(args.regimes)} regime(s)")
     args.repeat = args.repeat or (1 if args.quick else 2)
     return args
 
