@@ -55,6 +55,17 @@ def test_where_threads_share_the_process_priority_the_pipeline_keeps_it(monkeypa
     assert {nice for _, nice in seen} == {caller}
 
 
+def test_a_sandbox_that_forbids_lowering_leaves_the_pipeline_at_the_callers_priority(monkeypatch):
+    def refuse(*args):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(low_priority, "lowers_priority", lambda: True)
+    monkeypatch.setattr(os, "setpriority", refuse)
+    caller, seen = _nice(), []
+    assert [b.numpy().tolist() for b in iterate_below(_recording_dataset(seen))] == [[0, 1], [2, 3], [4, 5]]
+    assert {nice for _, nice in seen} == {caller}
+
+
 def test_elements_come_in_order_and_an_empty_dataset_gives_none():
     images = np.arange(24, dtype=np.float32).reshape(6, 2, 2)
     got = list(iterate_below(tf.data.Dataset.from_tensor_slices(images).batch(4)))
