@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from typing import Iterable, Iterator
 
@@ -27,6 +28,7 @@ from typing import Iterable, Iterator
 # it had taking turns, and at 10 it kept that rate.
 NICE_STEPS = 10
 MAX_NICE = 19
+_NONE = object()  # what the first element is when there is none
 
 
 def lowers_priority() -> bool:
@@ -38,26 +40,19 @@ def iterate_below(iterable: Iterable, steps: int = NICE_STEPS) -> Iterator:
     """An iterator over `iterable` (a tf.data dataset) whose first element is taken in a thread running `steps`
     nice values below the calling thread (at most 19), so that the threads the dataset starts then run there;
     then the rest, taken by the caller. An error taking the first element is raised here."""
-    outcome: dict = {}
+    pool = ThreadPoolExecutor(1, thread_name_prefix="featpipe-pipeline-start")
+    try:
+        first, rest = pool.submit(_start, iterable, steps).result()
+    finally:
+        pool.shutdown(wait=False)  # an interrupt while waiting is not held up by the first element
+    return rest if first is _NONE else chain([first], rest)
 
-    def start():
-        try:
-            if lowers_priority():
-                _lower_this_thread(steps)
-            iterator = iter(iterable)
-            outcome["first"] = next(iterator, outcome)  # itself when there is none
-            outcome["rest"] = iterator
-        except BaseException as e:  # noqa: BLE001  raised again in the caller's thread
-            outcome["error"] = e
 
-    thread = threading.Thread(target=start, name="featpipe-pipeline-start", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    if outcome["first"] is outcome:
-        return iter(())
-    return chain([outcome["first"]], outcome["rest"])
+def _start(iterable: Iterable, steps: int) -> tuple:
+    if lowers_priority():
+        _lower_this_thread(steps)
+    iterator = iter(iterable)
+    return next(iterator, _NONE), iterator
 
 
 def _lower_this_thread(steps: int) -> None:
