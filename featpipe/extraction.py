@@ -34,7 +34,7 @@ from featpipe.data import ImageFolder
 from featpipe.distribute import available_cores
 from featpipe.errors import ArgumentError, FeatpipeError
 from featpipe.low_priority import iterate_below
-from featpipe.model_parts import compiled_forward
+from featpipe.model_parts import inference_forward
 from featpipe.parts import Part, PartData, part_rows_for, shard_parts
 from featpipe.pipeline import DECODE_RULE, batched, indexed_images, unreadable_reason
 from featpipe.progress import Progress
@@ -423,7 +423,7 @@ def forward_of(extraction: Extraction) -> "Prepared":
     pipeline's start instead of following it."""
     def build():
         with runtime.precision_scope(extraction.precision):
-            forward = compiled_forward(extraction.backbone.feature_model(extraction.pooling))
+            forward = inference_forward(extraction.backbone.feature_model(extraction.pooling), bool(runtime.gpus()))
             # Trace and optimise the graph now, on one blank image, not on the first batch of real ones.
             forward(tf.zeros([1, *extraction.backbone.image_size, 3]))
         return forward

@@ -18,14 +18,14 @@ from typing import Callable
 import keras
 import numpy as np
 
-from featpipe import atomic
+from featpipe import atomic, runtime
 from featpipe.backbones import Backbone, load_backbone
 from featpipe.csvfile import STDOUT, write_csv
 from featpipe.data import folder_error, is_image_file
 from featpipe.errors import FeatpipeError
 from featpipe.heads import load_head
 from featpipe.heads.base import as_class_probs
-from featpipe.model_parts import class_probabilities, compiled_forward
+from featpipe.model_parts import class_probabilities, compiled_forward, inference_forward
 from featpipe.pipeline import batched, indexed_images, unreadable_reason
 from featpipe.runs import RUN_FILE, load_run, verified_model_file
 
@@ -128,7 +128,7 @@ def _keras_probabilities(model: keras.Model) -> Callable:
 
 
 def _head_probabilities(feature_model: keras.Model, head) -> Callable:
-    forward = compiled_forward(feature_model)
+    forward = inference_forward(feature_model, bool(runtime.gpus()))  # the features as extraction computes them
     return lambda images: head.predict_proba(forward(images).numpy())
 
 

@@ -293,7 +293,7 @@ def test_a_plain_extract_leaves_a_running_shards_parts_to_it(dataset, base, tmp_
         with workdir.lock(shard=(0, 2)):
             holding.set()
             time.sleep(2)
-        ran.append((time.monotonic(), "shard 0/2 ended"))
+            ran.append((time.monotonic(), "shard 0/2 ended"))  # before the lock is let go: the waiter may then run
 
     other = threading.Thread(target=shard_zero_running)
     other.start()

@@ -6,8 +6,10 @@ import keras
 import numpy as np
 import pytest
 
+from featpipe import model_parts
 from featpipe.model_parts import (
-    all_layers, apply_layers, class_probabilities, classifier_layers, compiled_forward, loss_name,
+    all_layers, apply_layers, class_probabilities, classifier_layers, compiled_forward, frozen_forward,
+    inference_forward, loss_name,
 )
 
 
@@ -40,6 +42,46 @@ def test_compiled_forward_serves_every_batch_size_with_one_graph():
         x = np.ones((n, 3), "float32")
         np.testing.assert_allclose(forward(x).numpy(), model(x).numpy(), rtol=1e-6)
     assert forward.experimental_get_tracing_count() == 1
+
+
+def conv_bn_model(filters: int = 4) -> keras.Model:
+    """Convolution -> batch norm (moved statistics) -> ReLU -> pooling: what freezing lets TensorFlow fuse."""
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(filters, 3, use_bias=False)(inputs)
+    norm = keras.layers.BatchNormalization()
+    x = keras.layers.ReLU()(norm(x))
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    rng = np.random.default_rng(0)
+    norm.set_weights([rng.uniform(0.5, 2, filters), rng.normal(size=filters), rng.normal(size=filters),
+                      rng.uniform(0.5, 2, filters)])
+    return model
+
+
+def test_frozen_forward_gives_the_models_features_with_its_weights_as_constants():
+    model = conv_bn_model()
+    forward = frozen_forward(model)
+    x = np.random.default_rng(1).uniform(0, 1, (7, 8, 8, 3)).astype("float32")
+    for n in (1, 4, 7):  # one graph for every batch size
+        np.testing.assert_allclose(forward(x[:n]).numpy(), model(x[:n], training=False).numpy(), rtol=1e-5,
+                                   atol=1e-6)
+    before = forward(x).numpy()
+    model.set_weights([np.zeros_like(w) for w in model.get_weights()])
+    np.testing.assert_array_equal(forward(x).numpy(), before)  # the graph holds the weights, not the variables
+
+
+def test_inference_forward_freezes_small_models_on_a_cpu_only(monkeypatch):
+    x = np.random.default_rng(1).uniform(0, 1, (2, 8, 8, 3)).astype("float32")
+
+    def frozen(on_gpu):  # whether the forward call kept the weights it was made with
+        model = conv_bn_model()
+        forward = inference_forward(model, on_gpu)
+        before = forward(x).numpy()
+        model.set_weights([w + 1 for w in model.get_weights()])
+        return np.array_equal(forward(x).numpy(), before)
+
+    assert frozen(on_gpu=False) and not frozen(on_gpu=True)
+    monkeypatch.setattr(model_parts, "FREEZE_MAX_BYTES", 4 * 3 * 3 * 3 * 4)  # the kernel's bytes, without the norm's
+    assert not frozen(on_gpu=False)
 
 
 def test_all_layers_reaches_nested_models():

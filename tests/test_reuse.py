@@ -99,7 +99,7 @@ def test_removed_images_and_a_moved_folder_compute_nothing(first, base, tmp_path
         raise AssertionError("the feature model was built, though every image is known")
 
     with monkeypatch.context() as patch:
-        patch.setattr(extraction, "compiled_forward", no_model)
+        patch.setattr(extraction, "inference_forward", no_model)
         result = again(moved, base, tmp_path / "cache")
     assert computed(result) == {"train": 0, "validation": 0, "test": 0} and result.rows == shrunk.rows
     assert_same_as_from_scratch(result, moved, base, tmp_path)
