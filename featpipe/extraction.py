@@ -423,7 +423,7 @@ def forward_of(extraction: Extraction) -> "Prepared":
     pipeline's start instead of following it."""
     def build():
         with runtime.precision_scope(extraction.precision):
-            forward = inference_forward(extraction.backbone.feature_model(extraction.pooling), bool(runtime.gpus()))
+            forward = inference_forward(extraction.backbone.feature_model(extraction.pooling))
             # Trace and optimise the graph now, on one blank image, not on the first batch of real ones.
             forward(tf.zeros([1, *extraction.backbone.image_size, 3]))
         return forward

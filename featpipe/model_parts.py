@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from featpipe import runtime
 from featpipe.choices import OPTIMIZERS
 
 
@@ -86,11 +87,11 @@ def frozen_forward(model: keras.Model):
 FREEZE_MAX_BYTES = 64 << 20
 
 
-def inference_forward(model: keras.Model, on_gpu: bool):
+def inference_forward(model: keras.Model):
     """The forward call a run over many images should use: `frozen_forward` on a CPU for a model whose weights
     take at most FREEZE_MAX_BYTES, `compiled_forward` otherwise (on a GPU the freezing is not measured)."""
-    weight_bytes = sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights)
-    return frozen_forward(model) if not on_gpu and weight_bytes <= FREEZE_MAX_BYTES else compiled_forward(model)
+    small = runtime.variable_bytes(model.weights) <= FREEZE_MAX_BYTES
+    return frozen_forward(model) if small and not runtime.gpus() else compiled_forward(model)
 
 
 def all_layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:

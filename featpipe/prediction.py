@@ -18,7 +18,7 @@ from typing import Callable
 import keras
 import numpy as np
 
-from featpipe import atomic, runtime
+from featpipe import atomic
 from featpipe.backbones import Backbone, load_backbone
 from featpipe.csvfile import STDOUT, write_csv
 from featpipe.data import folder_error, is_image_file
@@ -128,7 +128,7 @@ def _keras_probabilities(model: keras.Model) -> Callable:
 
 
 def _head_probabilities(feature_model: keras.Model, head) -> Callable:
-    forward = inference_forward(feature_model, bool(runtime.gpus()))  # the features as extraction computes them
+    forward = inference_forward(feature_model)  # the features as extraction computes them
     return lambda images: head.predict_proba(forward(images).numpy())
 
 

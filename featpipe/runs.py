@@ -20,7 +20,6 @@ whose pickle was swapped is refused before anything in it is unpickled.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -29,9 +28,8 @@ from pathlib import Path
 from collections.abc import Mapping
 from typing import Any, Callable
 
-import numpy as np
 
-from featpipe import atomic
+from featpipe import atomic, runtime
 from featpipe.errors import FeatpipeError
 from featpipe.provenance import sha256_file, timestamp
 
@@ -235,8 +233,7 @@ def save_weights(model, path: str | os.PathLike) -> None:
     front when the disk cannot hold them: HDF5 segfaults the process when the disk fills mid-write."""
     optimizer = getattr(model, "optimizer", None)
     variables = [*model.weights, *(optimizer.variables if optimizer is not None and optimizer.built else [])]
-    nbytes = sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in variables)
-    atomic.require_space(path, 2 * nbytes)  # HDF5 metadata and chunk slack
+    atomic.require_space(path, 2 * runtime.variable_bytes(variables))  # HDF5 metadata and chunk slack
     with atomic.atomic_path(path) as tmp:
         model.save_weights(tmp)
 

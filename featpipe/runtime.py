@@ -7,7 +7,10 @@ it and puts back the previous policy on exit, so one caller's precision never le
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Iterator
+
+import numpy as np
 
 from featpipe.choices import PRECISIONS
 from featpipe.errors import ArgumentError, FeatpipeError
@@ -103,6 +106,11 @@ def batch_bytes(image_size: tuple[int, int], batch_size: int) -> int:
     """Bytes of one batch of decoded pixels as the pipeline hands them to the base (RGB float32)."""
     height, width = image_size
     return batch_size * height * width * 3 * 4
+
+
+def variable_bytes(variables) -> int:
+    """Bytes of these variables' values (Keras or TensorFlow variables, or arrays)."""
+    return sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in variables)
 
 
 def check_batch_fits(image_size: tuple[int, int], batch_size: int, memory: int | None = None) -> None:

@@ -74,7 +74,8 @@ def test_inference_forward_freezes_small_models_on_a_cpu_only(monkeypatch):
 
     def frozen(on_gpu):  # whether the forward call kept the weights it was made with
         model = conv_bn_model()
-        forward = inference_forward(model, on_gpu)
+        monkeypatch.setattr(model_parts.runtime, "gpus", lambda: ["GPU:0"] if on_gpu else [])
+        forward = inference_forward(model)
         before = forward(x).numpy()
         model.set_weights([w + 1 for w in model.get_weights()])
         return np.array_equal(forward(x).numpy(), before)

@@ -7,10 +7,11 @@ import subprocess
 import sys
 
 import keras
+import numpy as np
 import pytest
 
 from featpipe.errors import FeatpipeError
-from featpipe.runtime import compute_dtype, policy_name, precision_scope
+from featpipe.runtime import compute_dtype, policy_name, precision_scope, variable_bytes
 
 
 @pytest.mark.slow
@@ -57,3 +58,11 @@ def test_a_batch_that_cannot_fit_in_memory_is_refused():
     check_batch_fits((224, 224), 32, memory=2 * 2**30)  # 19 MB of pixels: fine on 2 GiB
     with pytest.raises(ArgumentError, match=r"image_size 4000x4000 with batch_size 32 needs 5.7 GiB for one batch"):
         check_batch_fits((4000, 4000), 32, memory=16 * 2**30)
+
+
+def test_variable_bytes_counts_every_value_at_its_dtype():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.BatchNormalization()])
+    # Dense: 3x4 kernel + 4 biases; the norm: 4 each of gamma, beta, moving mean and variance; all float32.
+    assert variable_bytes(model.weights) == (12 + 4 + 16) * 4
+    assert variable_bytes([np.zeros((2, 5), np.float16), np.zeros(3, np.int64)]) == 2 * 5 * 2 + 3 * 8
+    assert variable_bytes([]) == 0
