@@ -282,3 +282,34 @@ def test_windows_of_files_keep_order_drop_the_unusable_and_skip_a_window_of_none
     whole = dict((int(r), x) for x, r in indexed_images(files, (6, 6)).as_numpy_iterator())
     for image, row in out:
         np.testing.assert_array_equal(image, whole[int(row)])
+
+
+def test_every_pass_over_a_dataset_reads_all_its_windows_also_after_an_abandoned_one(dataset, monkeypatch):
+    import featpipe.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "READ_WINDOW", 2)
+    files = sorted(str(p) for p in dataset.rglob("*.jpg"))
+    images = indexed_images(files, (6, 6))
+    first = list(images.as_numpy_iterator())
+    abandoned = iter(images)
+    next(abandoned), next(abandoned), next(abandoned)  # into its second window, then left
+    again = list(images.as_numpy_iterator())
+    assert [int(r) for _, r in first] == [int(r) for _, r in again] == list(range(len(files)))
+    for (a, _), (b, _) in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    rest = [int(r) for _, r in abandoned]  # the abandoned pass, taken up again, goes on where it was
+    assert rest == list(range(3, len(files)))
+
+
+def test_the_pipeline_uses_no_generator_dataset(dataset):
+    """TensorFlow answers the first GeneratorDataset of a process with mallopt(M_MMAP_THRESHOLD, 128 KB) for the
+    whole process: every image's bytes would then come from freshly mapped, zeroed pages."""
+    images = indexed_images(sorted(str(p) for p in dataset.rglob("*.jpg")), (6, 6))
+    graph = tf.compat.v1.GraphDef.FromString(
+        tf.raw_ops.DatasetToGraphV2(input_dataset=images._variant_tensor, external_state_policy=1).numpy())
+    ops = {node.op for node in graph.node} | {node.op for f in graph.library.function for node in f.node_def}
+    assert "EagerPyFunc" in ops and not any("Generator" in op for op in ops)
+    generator = tf.data.Dataset.from_generator(lambda: iter([1]), output_signature=tf.TensorSpec((), tf.int32))
+    graph = tf.compat.v1.GraphDef.FromString(
+        tf.raw_ops.DatasetToGraphV2(input_dataset=generator._variant_tensor, external_state_policy=1).numpy())
+    assert any("Generator" in node.op for f in graph.library.function for node in f.node_def)  # what it looks for
