@@ -28,7 +28,6 @@ from pathlib import Path
 from collections.abc import Mapping
 from typing import Any, Callable
 
-
 from featpipe import atomic, runtime
 from featpipe.errors import FeatpipeError
 from featpipe.provenance import sha256_file, timestamp
