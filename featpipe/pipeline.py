@@ -22,7 +22,6 @@ import hashlib
 import io
 import os
 import re
-import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -32,6 +31,7 @@ from PIL import Image, JpegImagePlugin
 
 from featpipe.data import UnusableFile, read_regular_file
 from featpipe.errors import FeatpipeError
+from featpipe.python_passes import python_passes
 
 AUTOTUNE = tf.data.AUTOTUNE
 # PIL's own default: about a 9500 x 9500 image, 268 MB as RGB uint8. Raise it with FEATPIPE_MAX_IMAGE_PIXELS.
@@ -208,21 +208,18 @@ def indexed_images(
     limit = max_pixels(limit)
     paths = [files[i] for i in rows]
 
-    source = _WindowSource(paths, rows.tolist(), limit, size, sieve)
+    def windows_from(start):  # a pass over the windows from window `start` on, as arrays
+        first = start * READ_WINDOW
+        for data, found, branches in _read_windows(paths[first:], rows[first:].tolist(), limit, size, sieve):
+            yield np.array(data, dtype=object), np.array(found, np.int64), np.array(branches, np.int32)
 
     # A window of checked files crosses from Python into TensorFlow at once: one call per window, not one per
     # image, which cost about a third of the decode's CPU time. Converting a window's bytes into a tensor is one
     # thread's work, so the next window is converted ahead (prefetch), and each image's bytes are taken from its
     # window inside the parallel map, not one at a time before it (unbatch): either way the decoders would wait,
-    # and on 2 cores a sixth of them idled. Not Dataset.from_generator: TensorFlow 2.21 answers its first use
-    # with mallopt(M_MMAP_THRESHOLD, 128 KB) for the whole process, so every file's bytes and every copy of
-    # them came from fresh zeroed pages (a mmap and a munmap each): about 11% of a large JPEG's decode time.
-    @tf.autograph.experimental.do_not_convert
-    def window(index):
-        arrays = tf.py_function(source, [index], (tf.string, tf.int64, tf.int32))
-        return tuple(tf.ensure_shape(a, (None,)) for a in arrays)
-
-    dataset = tf.data.Dataset.range(source.windows).map(window).prefetch(1).flat_map(_window_items)
+    # and on 2 cores a sixth of them idled.
+    spec = (tf.TensorSpec((None,), tf.string), tf.TensorSpec((None,), tf.int64), tf.TensorSpec((None,), tf.int32))
+    dataset = python_passes(windows_from, -(-len(paths) // READ_WINDOW), spec).prefetch(1).flat_map(_window_items)
 
     # Not converted by autograph (it has no Python control flow on tensors): converting it cost 0.25 s of Python
     # at the start of every run, while the base is traced in another thread.
@@ -281,37 +278,6 @@ def _read_windows(paths: list[str], rows: list[int], limit: int, size: tuple[int
             window = [item for future in futures for item in future.result()]
             found = [(row, item) for row, item in window if item is not None]
             yield [item[0] for _, item in found], [row for row, _ in found], [item[1] for _, item in found]
-
-
-class _WindowSource:
-    """Window `index` of `_read_windows` (bytes, rows, decode branches as arrays), for a pipeline that asks
-    for the windows in order, once per pass over the dataset. The reader of a pass reads ahead and stays open
-    across calls; a call out of order (a new pass, or an abandoned one) starts a reader at its window."""
-
-    def __init__(self, paths: list[str], rows: list[int], limit: int, size: tuple[int, int], sieve=None):
-        self._paths, self._rows, self._limit, self._size, self._sieve = paths, rows, limit, size, sieve
-        self.windows = -(-len(paths) // READ_WINDOW)
-        self._lock = threading.Lock()  # tf.data may call from a different thread each time
-        self._reader, self._next = None, 0
-
-    def __call__(self, index) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        index = int(index)
-        with self._lock:
-            if self._reader is None or index != self._next:
-                self._close()
-                start = index * READ_WINDOW
-                self._reader = _read_windows(self._paths[start:], self._rows[start:], self._limit, self._size,
-                                             self._sieve)
-            data, rows, branches = next(self._reader)
-            self._next = index + 1
-            if self._next == self.windows:
-                self._close()  # the pass is over: its reading threads end now, not when the dataset is freed
-        return np.array(data, dtype=object), np.array(rows, np.int64), np.array(branches, np.int32)
-
-    def _close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-        self._reader = None
 
 
 def unreadable_reason(path: str, limit: int | None = None, size: tuple[int, int] | None = None) -> str:

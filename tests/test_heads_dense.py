@@ -11,6 +11,7 @@ from featpipe.store import FeatureCache
 import featpipe.heads.dense as dense_module
 from featpipe.metrics import calibration
 from featpipe.model_parts import standardize_layers
+from dataset_graph import dataset_ops
 from heads_fixtures import blobs, splits, synthetic_cache, validation, write_cache, validation
 
 FAST = {"units": 16, "epochs": 8, "patience": 3, "batch_size": 16, "learning_rate": 0.01}
@@ -181,3 +182,22 @@ def test_temperature_scaling_is_fitted_on_validation_and_lowers_its_log_loss(n_c
     softer = head.predict_proba(X).max(axis=1).mean() < plain.predict_proba(X).max(axis=1).mean()
     assert softer == (temperature > 1)
     np.testing.assert_allclose(load_head(head.save(tmp_path)).predict_proba(X), head.predict_proba(X), rtol=1e-6)
+
+
+def test_streamed_epochs_are_new_orders_of_every_row_and_the_same_for_the_same_seed(tmp_path, monkeypatch):
+    monkeypatch.setattr(dense_module, "STREAM_ROWS", 8)
+    path = synthetic_cache(tmp_path, n_classes=2)
+    with FeatureCache(path) as cache:
+        train, y = CachedSplit.of(cache, "train"), cache.labels("train")
+
+    def epochs(seed):
+        dataset = dense_module.feature_dataset(train, y, 1000, shuffle=True, seed=seed)
+        return [next(iter(dataset))[1].numpy() for _ in range(2)]
+
+    first, second = epochs(0)
+    assert len(first) == len(y) and sorted(first) == sorted(second) == sorted(y) and (first != second).any()
+    again = epochs(0)
+    np.testing.assert_array_equal(first, again[0])
+    np.testing.assert_array_equal(second, again[1])
+    # Blocks enter tf.data through featpipe.python_passes, not a generator dataset (see there why).
+    assert not any("Generator" in op for op in dataset_ops(dense_module.feature_dataset(train, y)))

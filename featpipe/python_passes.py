@@ -1,0 +1,64 @@
+"""Items that Python makes one pass at a time (files read and checked, blocks of a cache on disk), as a tf.data
+dataset: `python_passes`.
+
+Not `tf.data.Dataset.from_generator`: TensorFlow 2.21 answers a process's first generator dataset with
+mallopt(M_MMAP_THRESHOLD, 128 KB), for the whole process and for good. Every allocation over 128 KB then maps
+fresh zeroed pages and unmaps them when freed: each image's bytes and each copy of them, about 11% of a large
+JPEG's decode time in every later extraction or fine-tuning of that process. Here the dataset is
+`Dataset.range(count).map(py_function)`, whose item k is handed over by a `PassSource`.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Iterator
+
+import tensorflow as tf
+
+
+class PassSource:
+    """Item `index` of the current pass, for a pipeline that asks for items 0 .. count - 1 in order, once per pass.
+
+    `make_pass(start)` starts a pass at item `start`: an iterator over items start, start + 1, ... (each an
+    array or a tuple of arrays). The iterator of a pass stays open across calls (it may read ahead); a call out
+    of order (a new pass, or one abandoned and taken up again) starts a pass at its item, and the last item of a
+    pass closes its iterator at once, not when the dataset is freed."""
+
+    def __init__(self, make_pass: Callable[[int], Iterator[tuple]], count: int):
+        self._make_pass, self.count = make_pass, count
+        self._lock = threading.Lock()  # tf.data may call from a different thread each time
+        self._items, self._next = None, 0
+
+    def __call__(self, index):
+        index = int(index)
+        with self._lock:
+            if self._items is None or index != self._next:
+                self._close()
+                self._items = self._make_pass(index)
+            item = next(self._items)
+            self._next = index + 1
+            if self._next == self.count:
+                self._close()
+        return item
+
+    def _close(self) -> None:
+        if self._items is not None:
+            close = getattr(self._items, "close", None)
+            if close is not None:
+                close()
+        self._items = None
+
+
+def python_passes(make_pass: Callable[[int], Iterator], count: int, signature) -> tf.data.Dataset:
+    """A dataset of `count` elements of `signature` (a tf.TensorSpec or a tuple of them; the items arrays or
+    tuples of arrays alike): item k of the pass Python makes (`make_pass`, see `PassSource`). Each pass over
+    the dataset is a new pass of `make_pass`."""
+    source, specs = PassSource(make_pass, count), tf.nest.flatten(signature)
+
+    # Not converted by autograph: there is no Python control flow on tensors to convert.
+    @tf.autograph.experimental.do_not_convert
+    def item(index):
+        arrays = tf.py_function(lambda i: tf.nest.flatten(source(i)), [index], [spec.dtype for spec in specs])
+        return tf.nest.pack_sequence_as(signature, [tf.ensure_shape(a, s.shape) for a, s in zip(arrays, specs)])
+
+    return tf.data.Dataset.range(count).map(item)
