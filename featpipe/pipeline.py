@@ -31,7 +31,7 @@ from PIL import Image, JpegImagePlugin
 
 from featpipe.data import UnusableFile, read_regular_file
 from featpipe.errors import FeatpipeError
-from featpipe.python_passes import python_passes
+from featpipe.python_items import PassSource, python_items
 
 AUTOTUNE = tf.data.AUTOTUNE
 # PIL's own default: about a 9500 x 9500 image, 268 MB as RGB uint8. Raise it with FEATPIPE_MAX_IMAGE_PIXELS.
@@ -219,7 +219,9 @@ def indexed_images(
     # window inside the parallel map, not one at a time before it (unbatch): either way the decoders would wait,
     # and on 2 cores a sixth of them idled.
     spec = (tf.TensorSpec((None,), tf.string), tf.TensorSpec((None,), tf.int64), tf.TensorSpec((None,), tf.int32))
-    dataset = python_passes(windows_from, -(-len(paths) // READ_WINDOW), spec).prefetch(1).flat_map(_window_items)
+    windows = -(-len(paths) // READ_WINDOW)
+    dataset = python_items(PassSource(windows_from, windows), tf.data.Dataset.range(windows), spec)
+    dataset = dataset.prefetch(1).flat_map(_window_items)
 
     # Not converted by autograph (it has no Python control flow on tensors): converting it cost 0.25 s of Python
     # at the start of every run, while the base is traced in another thread.

@@ -121,3 +121,9 @@ def test_cached_split_streams_the_split_in_chunks(tmp_path):
     chunks = list(split.batches(25))
     assert [len(c) for c in chunks] == [25, 25, 10] and all(c.dtype == np.float32 for c in chunks)
     np.testing.assert_array_equal(np.concatenate(chunks), expected)
+    # One block at a time, in any order, the last one short.
+    for start in (50, 0, 25):
+        block = split.block(start, 25)
+        assert block.dtype == np.float32
+        np.testing.assert_array_equal(block, expected[start : start + 25])
+    assert len(split.block(50, 25)) == 10

@@ -199,5 +199,24 @@ def test_streamed_epochs_are_new_orders_of_every_row_and_the_same_for_the_same_s
     again = epochs(0)
     np.testing.assert_array_equal(first, again[0])
     np.testing.assert_array_equal(second, again[1])
-    # Blocks enter tf.data through featpipe.python_passes, not a generator dataset (see there why).
+    # Blocks enter tf.data through featpipe.python_items, not a generator dataset (see there why).
     assert not any("Generator" in op for op in dataset_ops(dense_module.feature_dataset(train, y)))
+
+
+def test_a_streamed_pass_abandoned_then_taken_up_again_still_gives_every_row_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(dense_module, "STREAM_ROWS", 8)
+    monkeypatch.setattr(dense_module, "SHUFFLE_ROWS", 16)
+    path = synthetic_cache(tmp_path, n_classes=2)
+    with FeatureCache(path) as cache:
+        train, y, features = CachedSplit.of(cache, "train"), cache.labels("train"), cache.features("train")
+    dataset = dense_module.feature_dataset(train, y, 8, shuffle=True)
+    abandoned = iter(dataset)
+    taken = [next(abandoned)[0].numpy()]
+    whole = np.concatenate([X.numpy() for X, _ in dataset])  # another pass meanwhile
+    taken += [X.numpy() for X, _ in abandoned]
+
+    def rows(X):
+        return X[np.lexsort(X.T[::-1])]
+
+    np.testing.assert_array_equal(rows(np.concatenate(taken)), rows(features))
+    np.testing.assert_array_equal(rows(whole), rows(features))

@@ -303,6 +303,6 @@ def test_every_pass_over_a_dataset_reads_all_its_windows_also_after_an_abandoned
 
 
 def test_the_pipeline_uses_no_generator_dataset(dataset):
-    """Its windows enter tf.data through featpipe.python_passes, not a GeneratorDataset (see there why)."""
+    """Its windows enter tf.data through featpipe.python_items, not a GeneratorDataset (see there why)."""
     found = dataset_ops(indexed_images(sorted(str(p) for p in dataset.rglob("*.jpg")), (6, 6)))
     assert "EagerPyFunc" in found and not any("Generator" in op for op in found)

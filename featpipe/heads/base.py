@@ -124,6 +124,11 @@ class CachedSplit:
             for start in starts:
                 yield features[start : start + rows].astype(np.float32)
 
+    def block(self, start: int, rows: int) -> np.ndarray:
+        """Rows ``[start, start + rows)``, the file opened for them alone: one block at a time, in any order."""
+        (features,) = self.blocks([start], rows)
+        return features
+
 
 def store_params(head, arguments: dict) -> None:
     """An ``__init__``'s body: keep every keyword argument verbatim (`fit` checks them), as scikit-learn asks."""

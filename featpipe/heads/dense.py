@@ -30,7 +30,7 @@ from featpipe.heads.base import (
 )
 from featpipe.heads.estimators import VALIDATION_FRACTION, scale_output_temperature
 from featpipe.model_parts import make_optimizer, standardize_layers
-from featpipe.python_passes import python_passes
+from featpipe.python_items import python_items
 
 # Rows read from the cache per chunk when streaming; the shuffle buffer when training.
 STREAM_ROWS = 1024
@@ -47,18 +47,17 @@ def feature_dataset(X, y=None, batch_size: int = PREDICT_BATCH, shuffle: bool = 
     the network one class at a time (measured: chance accuracy on 100,000 streamed rows).
     """
     if isinstance(X, CachedSplit):
-        rng = np.random.default_rng(seed)
-        count = -(-len(X) // STREAM_ROWS)
+        blocks = tf.data.Dataset.range(-(-len(X) // STREAM_ROWS))
+        if shuffle:  # each pass over the dataset (each epoch) its own order, the same ones for the same seed
+            blocks = blocks.shuffle(blocks.cardinality(), seed=seed, reshuffle_each_iteration=True)
 
-        def blocks_from(index):  # a pass from block `index` on: each pass in a new random order, if shuffled
-            starts = np.arange(0, len(X), STREAM_ROWS)
-            starts = (rng.permutation(starts) if shuffle else starts)[index:]
-            for start, features in zip(starts, X.blocks(starts, STREAM_ROWS)):
-                yield features if y is None else (features, y[start : start + STREAM_ROWS])
+        def block(k):
+            features = X.block(k * STREAM_ROWS, STREAM_ROWS)
+            return features if y is None else (features, y[k * STREAM_ROWS : (k + 1) * STREAM_ROWS])
 
         spec = tf.TensorSpec((None, *X.shape[1:]), tf.float32)
         signature = spec if y is None else (spec, tf.TensorSpec((None,), tf.as_dtype(y.dtype)))
-        dataset = python_passes(blocks_from, count, signature).unbatch()
+        dataset = python_items(block, blocks, signature).unbatch()
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(X)))  # Keras then knows the steps
     else:
         features = tf.data.Dataset.from_tensor_slices(np.asarray(X, dtype=np.float32))

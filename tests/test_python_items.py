@@ -1,11 +1,11 @@
-"""featpipe.python_passes: items Python makes a pass at a time, as a tf.data dataset without a generator op."""
+"""featpipe.python_items: items Python makes, as a tf.data dataset without a generator op."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from dataset_graph import dataset_ops
-from featpipe.python_passes import python_passes
+from featpipe.python_items import PassSource, python_items
 
 SPEC = (tf.TensorSpec((None,), tf.int64), tf.TensorSpec((), tf.string))
 
@@ -25,13 +25,17 @@ class Passes:
             self.closed += 1
 
 
+def passes(make, count, spec=SPEC):
+    return python_items(PassSource(make, count), tf.data.Dataset.range(count), spec)
+
+
 def items(dataset):
     return [(a.tolist(), name.decode()) for a, name in dataset.as_numpy_iterator()]
 
 
 def test_every_pass_is_a_new_pass_of_the_items_in_order_closed_at_its_last_item():
     make = Passes(5)
-    dataset = python_passes(make, 5, SPEC)
+    dataset = passes(make, 5)
     expected = [(list(range(k, 2 * k + 1)), f"item {k}") for k in range(5)]
     assert items(dataset) == expected
     assert make.started == [0] and make.closed == 1  # closed at the last item, the dataset still alive
@@ -40,7 +44,7 @@ def test_every_pass_is_a_new_pass_of_the_items_in_order_closed_at_its_last_item(
 
 def test_an_abandoned_pass_taken_up_again_goes_on_where_it_stopped():
     make = Passes(6)
-    dataset = python_passes(make, 6, SPEC)
+    dataset = passes(make, 6)
     abandoned = iter(dataset)
     assert [int(next(abandoned)[0][0]) for _ in range(2)] == [0, 1]
     assert [k for k, _ in items(dataset)] == [list(range(k, 2 * k + 1)) for k in range(6)]  # a whole new pass
@@ -49,12 +53,12 @@ def test_an_abandoned_pass_taken_up_again_goes_on_where_it_stopped():
     assert rest == [2, 3, 4, 5] and make.started[:2] == [0, 0] and 2 <= make.started[2] <= 4
 
 
-def test_one_spec_gives_tensors_and_a_wrong_shape_is_an_error():
-    single = python_passes(lambda start: (np.full(2, k, np.float32) for k in range(start, 3)), 3,
-                           tf.TensorSpec((None,), tf.float32))
-    assert [x.tolist() for x in single.as_numpy_iterator()] == [[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]]
-    wrong = python_passes(lambda start: (np.zeros((2, 2), np.float32) for _ in range(start, 3)), 3,
+def test_items_in_any_order_one_spec_gives_tensors_and_a_wrong_shape_is_an_error():
+    single = python_items(lambda k: np.full(2, k, np.float32), tf.data.Dataset.range(3).shuffle(3, seed=1),
                           tf.TensorSpec((None,), tf.float32))
+    assert sorted(x.tolist() for x in single.as_numpy_iterator()) == [[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]]
+    wrong = python_items(lambda k: np.zeros((2, 2), np.float32), tf.data.Dataset.range(3),
+                         tf.TensorSpec((None,), tf.float32))
     with pytest.raises(tf.errors.InvalidArgumentError):
         list(wrong)
 
@@ -62,7 +66,7 @@ def test_one_spec_gives_tensors_and_a_wrong_shape_is_an_error():
 def test_its_graph_holds_a_py_function_and_no_generator_dataset():
     """TensorFlow answers the first GeneratorDataset of a process with mallopt(M_MMAP_THRESHOLD, 128 KB) for the
     whole process: every large allocation would then come from freshly mapped, zeroed pages."""
-    found = dataset_ops(python_passes(Passes(2), 2, SPEC))
+    found = dataset_ops(passes(Passes(2), 2))
     assert "EagerPyFunc" in found and not any("Generator" in op for op in found)
     generator = tf.data.Dataset.from_generator(lambda: iter([1]), output_signature=tf.TensorSpec((), tf.int32))
     assert any("Generator" in op for op in dataset_ops(generator))  # what it looks for

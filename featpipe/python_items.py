@@ -1,11 +1,11 @@
-"""Items that Python makes one pass at a time (files read and checked, blocks of a cache on disk), as a tf.data
-dataset: `python_passes`.
+"""Items that Python makes (windows of files read and checked, blocks of a cache on disk) as a tf.data dataset:
+`python_items`, and `PassSource` for a reader that makes them in order, one pass at a time.
 
 Not `tf.data.Dataset.from_generator`: TensorFlow 2.21 answers a process's first generator dataset with
 mallopt(M_MMAP_THRESHOLD, 128 KB), for the whole process and for good. Every allocation over 128 KB then maps
 fresh zeroed pages and unmaps them when freed: each image's bytes and each copy of them, about 11% of a large
 JPEG's decode time in every later extraction or fine-tuning of that process. Here the dataset is
-`Dataset.range(count).map(py_function)`, whose item k is handed over by a `PassSource`.
+`indices.map(py_function)`: element k is handed over by Python's `item(k)`.
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ class PassSource:
         self._lock = threading.Lock()  # tf.data may call from a different thread each time
         self._items, self._next = None, 0
 
-    def __call__(self, index):
-        index = int(index)
+    def __call__(self, index: int):
         with self._lock:
             if self._items is None or index != self._next:
                 self._close()
@@ -49,16 +48,16 @@ class PassSource:
         self._items = None
 
 
-def python_passes(make_pass: Callable[[int], Iterator], count: int, signature) -> tf.data.Dataset:
-    """A dataset of `count` elements of `signature` (a tf.TensorSpec or a tuple of them; the items arrays or
-    tuples of arrays alike): item k of the pass Python makes (`make_pass`, see `PassSource`). Each pass over
-    the dataset is a new pass of `make_pass`."""
-    source, specs = PassSource(make_pass, count), tf.nest.flatten(signature)
+def python_items(item: Callable[[int], object], indices: tf.data.Dataset, signature) -> tf.data.Dataset:
+    """`item(k)` for each index k of `indices` (a dataset of int64 scalars: `Dataset.range(n)`, or a shuffle of
+    it), as a dataset of `signature` (a tf.TensorSpec or a tuple of them; the items arrays or tuples of arrays
+    alike). `item` is called from tf.data's threads; a `PassSource` makes one of a reader that goes in order."""
+    specs = tf.nest.flatten(signature)
 
     # Not converted by autograph: there is no Python control flow on tensors to convert.
     @tf.autograph.experimental.do_not_convert
-    def item(index):
-        arrays = tf.py_function(lambda i: tf.nest.flatten(source(i)), [index], [spec.dtype for spec in specs])
+    def element(index):
+        arrays = tf.py_function(lambda k: tf.nest.flatten(item(int(k))), [index], [spec.dtype for spec in specs])
         return tf.nest.pack_sequence_as(signature, [tf.ensure_shape(a, s.shape) for a, s in zip(arrays, specs)])
 
-    return tf.data.Dataset.range(count).map(item)
+    return indices.map(element)
