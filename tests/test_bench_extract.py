@@ -87,6 +87,13 @@ def test_command_figures_take_each_clock_at_its_least_slowed(bench):
     assert math.isnan(bench.command_figures(quick)["once_started"])
 
 
+def test_each_round_is_judged_against_its_own_limit(bench):
+    assert bench.limit(400.0, 1600.0) == pytest.approx(320.0)
+    runs = {"a": [{"per_second": 400.0}, {"per_second": 200.0}], "d": [{"per_second": 1600.0}, {"per_second": 800.0}],
+            "c": [{"images": 1000, "wall": 12.0, "startup": 7.0}, {"images": 1000, "wall": 17.0, "startup": 7.0}]}
+    assert bench.ratios_by_round(runs) == pytest.approx([200 / 320, 100 / 160])
+
+
 @pytest.mark.slow
 def test_bench_on_your_data_with_your_base(corrupt_dataset, tiny_model_file):
     out = subprocess.run([sys.executable, str(BENCH), "--data", str(corrupt_dataset), "--backbone", tiny_model_file,
@@ -99,6 +106,7 @@ def test_bench_on_your_data_with_your_base(corrupt_dataset, tiny_model_file):
     assert set(rates) == {"(a)", "(d)", "L ", "L0 ", "(c)", "(c-prime)"}, out.stdout
     assert all(float(rates[k]) > 0 for k in ("(a)", "(d)", "L ", "(c)"))
     assert re.search(r"^  c / L +\d+\.\d\d   \(target >= 0\.90: (ok|MISSED)\)$", out.stdout, re.M)
+    assert re.search(r"^      each round against its own a and d +\d+\.\d\d$", out.stdout, re.M)  # --repeat 1
     assert "book loop" not in out.stdout  # written for keras.applications, not a model file
 
 
