@@ -85,8 +85,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.data:
         if args.regimes or args.images:
             parser.error("--data measures your dataset as it is: no --regimes or --images")
-        if not os.path.isdir(os.path.join(args.data, "train")):
-            parser.error(f"--data: no train/ folder in {args.data} (expected ROOT/<split>/<class>/<image>)")
+        from featpipe.errors import FeatpipeError
+
+        try:
+            image_files(args.data)
+        except FeatpipeError as e:  # the one line `featpipe extract` would give
+            parser.error(f"--data: {e}")
         args.images = []
     if args.weights not in ("none", "imagenet") and not os.path.isfile(args.weights):
         parser.error(f"--weights: none, imagenet or an existing file, got {args.weights!r}")
