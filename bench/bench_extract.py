@@ -172,7 +172,7 @@ def child_forward(cfg: dict) -> dict:
     files, bs = image_files(cfg["root"]), cfg["batch_size"]
     decoded = tf.data.Dataset.from_tensor_slices(files[:8 * bs]).map(
         lambda f: _tf_decode(tf.io.read_file(f), backbone.image_size)).ignore_errors()
-    held = list(decoded.batch(bs, drop_remainder=True).take(4))
+    held = list(decoded.batch(bs).take(4))  # full batches, unless the dataset has fewer images
     n_batches, last = -(-len(files) // bs), len(files) - (-(-len(files) // bs) - 1) * bs
 
     def timed(forward):
