@@ -360,15 +360,19 @@ def run_command(cfg: dict, work: Path) -> dict:
             "tiny_images": sum(tiny["rows"].values())}
 
 
+def rate(images: int, seconds: float) -> float:
+    """Images per second; NaN, not a negative or infinite rate, when too few images left the difference of two
+    wall clocks at or below zero (the start-up's noise is larger than their cost)."""
+    return images / seconds if seconds > 0 else float("nan")
+
+
 def command_figures(runs: list[dict]) -> dict:
     """(c) over the rounds: the fresh run's wall clock and the start-up each at its least slowed, as every other
     variant is, not the round with the largest difference (there, one slow cache hit would inflate c)."""
     wall, startup, started = (min(r[key] for r in runs) for key in ("wall", "startup", "started"))
     first = runs[0]
-    # Too few images for the rate once started to show above the start-up's noise: NaN, not a negative rate.
-    once_started = (first["images"] - first["tiny_images"]) / (wall - started) if wall > started else float("nan")
-    return {"per_second": first["images"] / (wall - startup), "wall": wall, "startup": startup, "started": started,
-            "once_started": once_started,
+    return {"per_second": rate(first["images"], wall - startup), "wall": wall, "startup": startup, "started": started,
+            "once_started": rate(first["images"] - first["tiny_images"], wall - started),
             "recorded": max(r["recorded"] for r in runs)}
 
 
@@ -379,7 +383,7 @@ def limit(forward: float, decode: float) -> float:
 
 def ratios_by_round(runs: dict[str, list[dict]]) -> list[float]:
     """c / L of each round, against that round's own a and d: how far the machine's drift moves the ratio."""
-    return [command["images"] / (command["wall"] - command["startup"]) / limit(a["per_second"], d["per_second"])
+    return [rate(command["images"], command["wall"] - command["startup"]) / limit(a["per_second"], d["per_second"])
             for a, d, command in zip(runs["a"], runs["d"], runs["c"])]
 
 

@@ -85,6 +85,7 @@ def test_command_figures_take_each_clock_at_its_least_slowed(bench):
     assert figures["recorded"] == 320.0
     quick = [{**runs[0], "wall": 7.0}]  # fewer images than the start-up's noise: no rate, not a negative one
     assert math.isnan(bench.command_figures(quick)["once_started"])
+    assert math.isnan(bench.command_figures([{**runs[0], "wall": 5.0}])["per_second"])
 
 
 def test_each_round_is_judged_against_its_own_limit(bench):
@@ -92,6 +93,9 @@ def test_each_round_is_judged_against_its_own_limit(bench):
     runs = {"a": [{"per_second": 400.0}, {"per_second": 200.0}], "d": [{"per_second": 1600.0}, {"per_second": 800.0}],
             "c": [{"images": 1000, "wall": 12.0, "startup": 7.0}, {"images": 1000, "wall": 17.0, "startup": 7.0}]}
     assert bench.ratios_by_round(runs) == pytest.approx([200 / 320, 100 / 160])
+    runs["c"][1]["wall"] = 6.0  # a fresh run quicker than the cache hit: the round has no ratio
+    ratios = bench.ratios_by_round(runs)
+    assert ratios[0] == pytest.approx(200 / 320) and math.isnan(ratios[1])
 
 
 @pytest.mark.slow
@@ -104,9 +108,12 @@ def test_bench_on_your_data_with_your_base(corrupt_dataset, tiny_model_file):
     assert f"== {corrupt_dataset}: {n} images -> {tiny_model_file} at 32, batch 4, random weights ==" in out.stdout
     rates = dict(re.findall(r"^  (\(\w+(?:-prime)?\)|L |L0 ) .*?(-?[\d.]+|nan) img/s", out.stdout, re.M))
     assert set(rates) == {"(a)", "(d)", "L ", "L0 ", "(c)", "(c-prime)"}, out.stdout
-    assert all(float(rates[k]) > 0 for k in ("(a)", "(d)", "L ", "(c)"))
-    assert re.search(r"^  c / L +\d+\.\d\d   \(target >= 0\.90: (ok|MISSED)\)$", out.stdout, re.M)
-    assert re.search(r"^      each round against its own a and d +\d+\.\d\d$", out.stdout, re.M)  # --repeat 1
+    assert all(float(rates[k]) > 0 for k in ("(a)", "(d)", "L "))
+    # On 27 images the command's own figures are within the start-up's noise (a loaded machine can make the fresh
+    # run quicker than a cache hit): a rate, or NaN, never a negative one.
+    assert all(float(rates[k]) > 0 or math.isnan(float(rates[k])) for k in ("(c)", "(c-prime)"))
+    assert re.search(r"^  c / L +(\d+\.\d\d|nan)   \(target >= 0\.90: (ok|MISSED)\)$", out.stdout, re.M)
+    assert re.search(r"^      each round against its own a and d +(\d+\.\d\d|nan)$", out.stdout, re.M)  # --repeat 1
     assert "book loop" not in out.stdout  # written for keras.applications, not a model file
 
 
