@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -88,7 +89,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         from featpipe.errors import FeatpipeError
 
         try:
-            image_files(args.data)
+            args.data_images = len(image_files(args.data))
         except FeatpipeError as e:  # the one line `featpipe extract` would give
             parser.error(f"--data: {e}")
         args.images = []
@@ -270,7 +271,7 @@ def child_book(cfg: dict) -> dict:
     import keras
 
     from featpipe.backbones import parse_keras_spec
-    from featpipe.data import SPLITS
+    from featpipe.data import load_image_folder
 
     name, kwargs = parse_keras_spec(cfg["backbone"])
     application = getattr(keras.applications, name)  # keras.applications.MobileNet, ...
@@ -289,10 +290,10 @@ def child_book(cfg: dict) -> dict:
             all_labels.append(labels)
         return np.concatenate(all_features), np.concatenate(all_labels)
 
+    splits = list(load_image_folder(cfg["root"]).splits)  # those present, in featpipe's order
+
     def run():
-        for split in SPLITS:
-            if not (Path(cfg["root"]) / split).is_dir():
-                continue
+        for split in splits:
             dataset = keras.utils.image_dataset_from_directory(
                 Path(cfg["root"]) / split, image_size=size, batch_size=cfg["batch_size"], verbose=False)
             get_features_and_labels(dataset)
@@ -410,7 +411,7 @@ def bench_case(root: Path, title: str, args, work: Path) -> dict:
                 runs[name].append(variant())
             except BenchError as e:
                 raise BenchError(f"({name}) failed: {e}") from None
-    best = {name: max(results, key=lambda r: (r["per_second"] == r["per_second"], r["per_second"]))
+    best = {name: max(results, key=lambda r: (not math.isnan(r["per_second"]), r["per_second"]))
             for name, results in runs.items() if name != "c"}  # a run that stopped (NaN) only if every one did
     best["c"] = command_figures(runs["c"])
     for name, forward in (("L", best["a"]), ("L0", best["a"]["ways"]["compiled call"])):
@@ -441,8 +442,8 @@ def report(r: dict, args) -> None:
              if name in r]
     for label, figure in rows:
         cores = f"   {figure['cores']:.2f} cores busy" if "cores" in figure else ""
-        rate = f"stopped: {figure['error']}" if "error" in figure else f"{figure['per_second']:7.1f} img/s{cores}"
-        print(f"  {label:<70} {rate}")
+        shown = f"stopped: {figure['error']}" if "error" in figure else f"{figure['per_second']:7.1f} img/s{cores}"
+        print(f"  {label:<70} {shown}")
     c_l = c["per_second"] / r["L"]["per_second"]
     print(f"  {'c / L':<70} {c_l:7.2f}   (target >= 0.90: {verdict(c_l >= 0.9)})")
     print(f"  {'    each round against its own a and d':<70} {', '.join(f'{x:.2f}' for x in r['by_round']):>7}")
@@ -479,8 +480,8 @@ def main(argv=None) -> int:
         work = Path(tmp)
         try:
             if args.data:
-                n = len(image_files(args.data))
-                report(bench_case(Path(args.data).resolve(), f"{args.data}: {n} images", args, work), args)
+                report(bench_case(Path(args.data).resolve(), f"{args.data}: {args.data_images} images", args, work),
+                       args)
             for regime, n in zip(args.regimes, args.images):
                 make_images(work / regime, n, regime)
                 report(bench_case(work / regime, regime_title(regime, n), args, work), args)
