@@ -16,6 +16,7 @@ import sys
 import time
 
 from featpipe.errors import FeatpipeError
+from featpipe.fast_exit import skip_collection_at_exit
 from featpipe.parts import Part
 from featpipe.tf_env import prefer_onednn
 
@@ -92,6 +93,7 @@ def main() -> None:
     From the first part on, SIGTERM unwinds like Ctrl-C, so finished parts are written before it exits.
     """
     limit_malloc_arenas()
+    skip_collection_at_exit()  # the command waits for its workers to end (featpipe.fast_exit)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _terminate_with_parent()
     request = json.load(sys.stdin)
