@@ -13,7 +13,8 @@ For each, in images/s, every variant in a fresh process:
       first, over the model's variables and with the weights frozen into the graph (as featpipe runs it on a CPU);
   (d) the fastest plain read + decode + resize this machine has, with no checks: the best of tf.data
       (read_file, decode_jpeg, resize; parallel map) at full size, tf.data with the JPEG DCT reduction featpipe
-      uses (decode_jpeg ratio=), and PIL (draft + resize) in a thread per core, each way's fastest of two passes;
+      uses (decode_jpeg ratio=), the same with one decoder per core and tf.data's autotuner off (as featpipe
+      runs on a CPU), and PIL (draft + resize) in a thread per core, each way's fastest of two passes;
   L = 1/(1/a + 1/d): the most a CPU can do when decoding and the base share its cores; L0, the same with the
       compiled call over the model's variables (the limit as it stood before featpipe froze the weights);
   (c) `featpipe extract` as a user runs it: the whole command's wall clock minus its fixed start-up (the wall
@@ -230,6 +231,10 @@ def child_decode(cfg: dict) -> dict:
         dataset = tf.data.Dataset.from_tensor_slices((files, [r.bit_length() - 1 for r in ratios]))
         dataset = dataset.map(lambda f, b: _tf_decode(tf.io.read_file(f), size, b if reduced else None),
                               num_parallel_calls=parallel).ignore_errors().batch(bs).prefetch(tf.data.AUTOTUNE)
+        if parallel != tf.data.AUTOTUNE:  # a decoder per core, with tf.data's autotuner off, as featpipe's CPU runs
+            options = tf.data.Options()
+            options.autotune.enabled = False
+            dataset = dataset.with_options(options)
         return lambda: [None for _ in dataset]
 
     def pil():
@@ -245,10 +250,11 @@ def child_decode(cfg: dict) -> dict:
             for i in range(0, len(files), bs):
                 np.stack([a for a in pool.map(one, zip(files[i:i + bs], ratios[i:i + bs])) if a is not None])
 
-    # Each warmed first: the page cache and the first trace. The autotuner now and then settles on one decoder for
-    # a whole run, and on 2 cores a parallel map now and then runs one decoder for a whole pass even when given
-    # one per core (seen: 146.5 img/s at 1.2 cores busy, then 240-265 at 1.95 in the next pass of the same
-    # dataset): a fixed decoder per core is listed too, and each way's fastest of two passes is kept.
+    # Each warmed first: the page cache and the first trace. With tf.data's autotuner on (its default), a pass
+    # now and then keeps fewer decoders busy for the whole pass, even with one given per core (seen: 146 img/s at
+    # 1.45 cores busy, then 177-190 at 1.8 in the next passes of the same dataset; with the autotuner off, 5 of 5
+    # passes at 203-209 img/s and 1.96 cores): the way with a decoder per core runs with it off, and each way's
+    # fastest of two passes is kept.
     return best_way({"tf.data": tf_data(False), "tf.data, DCT-reduced": tf_data(True),
                      "tf.data, DCT-reduced, one decoder per core": tf_data(True, os.cpu_count()), "PIL threads": pil},
                     len(files), warm=True, passes=2)
