@@ -15,8 +15,8 @@ import signal
 import sys
 import time
 
+from featpipe.collector import collect_for_a_command
 from featpipe.errors import FeatpipeError
-from featpipe.fast_exit import skip_collection_at_exit
 from featpipe.parts import Part
 from featpipe.tf_env import prefer_onednn
 
@@ -93,7 +93,7 @@ def main() -> None:
     From the first part on, SIGTERM unwinds like Ctrl-C, so finished parts are written before it exits.
     """
     limit_malloc_arenas()
-    skip_collection_at_exit()  # the command waits for its workers to end (featpipe.fast_exit)
+    collect_for_a_command()  # it imports TensorFlow, and the command waits for it to end (featpipe.collector)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _terminate_with_parent()
     request = json.load(sys.stdin)

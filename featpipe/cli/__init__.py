@@ -24,7 +24,7 @@ import click
 
 from featpipe import __version__
 from featpipe.errors import ArgumentError, FeatpipeError, Interrupted
-from featpipe.fast_exit import skip_collection_at_exit
+from featpipe.collector import collect_for_a_command
 from featpipe.tf_env import prefer_onednn
 
 EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 3, 128 + signal.SIGINT, 128 + signal.SIGTERM
@@ -125,7 +125,7 @@ def main(verbose: int) -> None:
     if not (verbose or os.environ.get("FEATPIPE_DEBUG")):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     prefer_onednn()  # the CPU's fastest kernels for the base (featpipe.tf_env); worker processes inherit it
-    skip_collection_at_exit()  # ~2 s less at the end of a command that imported TensorFlow (featpipe.fast_exit)
+    collect_for_a_command()  # a second less to import TensorFlow, two less to end (featpipe.collector)
     # featpipe's own steps are logged (batch jobs need to see where a long grid is); other libraries
     # only warn unless asked, and TensorFlow's Python-side absl chatter only with -v.
     logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.WARNING,
