@@ -23,7 +23,7 @@ def _ending(code: str, stdin: str = "") -> list[str]:
 def test_python_default_is_what_it_changes():
     # In a process of its own: the CLI tests that run here in-process set this process's collector.
     (line,) = _ending(REPORT.format(when="first"))
-    when, frozen, threshold = line.split()
+    _, frozen, threshold = line.split()
     assert frozen == "False" and int(threshold) < YOUNG_THRESHOLD
 
 

@@ -23,8 +23,8 @@ import _thread
 import click
 
 from featpipe import __version__
-from featpipe.errors import ArgumentError, FeatpipeError, Interrupted
 from featpipe.collector import collect_for_a_command
+from featpipe.errors import ArgumentError, FeatpipeError, Interrupted
 from featpipe.tf_env import prefer_onednn
 
 EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 3, 128 + signal.SIGINT, 128 + signal.SIGTERM
