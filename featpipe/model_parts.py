@@ -5,7 +5,8 @@ prediction and export.
   seeded explicitly (no global seed);
 - `class_probabilities`: a sigmoid unit -> one column per class, inside the graph;
 - `compiled_forward`: one traced inference call for every batch size; `frozen_forward`, the same with the
-  weights made constants of the graph, and `inference_forward`, which of the two a CPU extraction runs;
+  weights made constants of the graph (and depthwise convolutions' scales folded into their filters,
+  featpipe.depthwise_folding), and `inference_forward`, which of the two a CPU extraction runs;
 - `make_optimizer`, `loss_name`, `apply_layers`, `all_layers`.
 """
 
@@ -17,6 +18,7 @@ import tensorflow as tf
 
 from featpipe import runtime
 from featpipe.choices import OPTIMIZERS
+from featpipe.depthwise_folding import fold_forward
 
 
 def classifier_layers(n_classes: int, units: int, dropout: float, seed: int = 0,
@@ -75,11 +77,14 @@ def frozen_forward(model: keras.Model):
     """`compiled_forward` with the model's weights copied into the graph as constants, for inference only (later
     changes to the weights are not seen). TensorFlow's graph optimiser can then fold each batch normalisation into
     the convolution before it and fuse convolution, bias and activation into one kernel, instead of passing over
-    every activation map three or four times: 30-45% more images/s from MobileNets and EfficientNets on a CPU."""
+    every activation map three or four times: 30-45% more images/s from MobileNets and EfficientNets on a CPU.
+    Traced at once, with what the optimiser leaves unfolded by depthwise convolutions folded into their filters
+    (featpipe.depthwise_folding)."""
     # Keras' stateless call reads the weights from these arrays, which tracing makes constants of the graph.
     trainable = [v.numpy() for v in model.trainable_variables]
     fixed = [v.numpy() for v in model.non_trainable_variables]
-    return _one_graph(model, lambda images: model.stateless_call(trainable, fixed, images, training=False)[0])
+    return fold_forward(_one_graph(model, lambda images: model.stateless_call(trainable, fixed, images,
+                                                                              training=False)[0]))
 
 
 # The largest weights `inference_forward` freezes: beyond, constant folding makes the build seconds longer (ResNet50's
