@@ -28,7 +28,7 @@ SCALE_OPS = frozenset({"Const", "Identity", "Rsqrt", "Sqrt", "Reciprocal", "Mul"
 
 def fold_forward(function):
     """`function` (a tf.function with an input signature of one batch of images, giving one tensor, over
-    constants only) traced, rewritten by `fold_depthwise_scales` and callable on a batch of any size; `function`
+    constants only) rewritten by `fold_depthwise_scales`, as a tf.function for a batch of any size; `function`
     itself when there is nothing to fold."""
     traced = function.get_concrete_function()
     if traced.captured_inputs or len(traced.inputs) != 1 or len(traced.outputs) != 1:
@@ -36,11 +36,13 @@ def fold_forward(function):
     graph_def, folded = fold_depthwise_scales(traced.graph.as_graph_def())
     if not folded:
         return function
-    imported = tf.compat.v1.wrap_function(lambda: tf.graph_util.import_graph_def(graph_def, name=""), [])
-    pruned = imported.prune(imported.graph.get_tensor_by_name(traced.inputs[0].name),
-                            imported.graph.get_tensor_by_name(traced.outputs[0].name))
-    dtype = traced.inputs[0].dtype
-    return lambda images: pruned(tf.convert_to_tensor(images, dtype))
+    images, features = traced.inputs[0], traced.outputs[0].name
+
+    def call(batch):  # the rewritten graph imported whole (in C++), its input placeholder replaced by the batch
+        return tf.graph_util.import_graph_def(graph_def, input_map={images.name: batch}, return_elements=[features],
+                                              name="folded")[0]
+
+    return tf.function(call, input_signature=[tf.TensorSpec(images.shape, images.dtype)], autograph=False)
 
 
 def fold_depthwise_scales(graph_def: graph_pb2.GraphDef) -> tuple[graph_pb2.GraphDef, int]:
@@ -131,6 +133,7 @@ def _evaluate(graph_def: graph_pb2.GraphDef, names: list[str]) -> list[np.ndarra
             stack += map(_source, nodes[name].input)
     wanted = graph_pb2.GraphDef(node=[node for node in graph_def.node if node.name in needed],
                                 versions=graph_def.versions)
-    imported = tf.compat.v1.wrap_function(lambda: tf.graph_util.import_graph_def(wanted, name=""), [])
-    tensors = [imported.graph.get_tensor_by_name(n if ":" in n else f"{n}:0") for n in names]
-    return [np.asarray(value) for value in imported.prune([], tensors)()]
+    tensors = [n if ":" in n else f"{n}:0" for n in names]
+    values = tf.function(lambda: tf.graph_util.import_graph_def(wanted, return_elements=tensors, name="scales"),
+                         autograph=False)()
+    return [np.asarray(value) for value in values]
