@@ -14,11 +14,14 @@ import os
 import signal
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from featpipe.collector import collect_for_a_command
 from featpipe.errors import FeatpipeError
-from featpipe.parts import Part
 from featpipe.tf_env import prefer_onednn
+
+if TYPE_CHECKING:
+    from featpipe.parts import Part
 
 EXIT_ERROR, EXIT_TERMINATED = 1, 143
 M_ARENA_MAX = -8  # glibc's mallopt parameter number
@@ -95,7 +98,9 @@ def main() -> None:
     limit_malloc_arenas()
     collect_for_a_command()  # it imports TensorFlow, and the command waits for it to end (featpipe.collector)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _terminate_with_parent()
+    _terminate_with_parent()  # first: a parent that dies before this call leaves the worker running
+    from featpipe.parts import Part  # numpy and h5py: 0.3 s of import, after the call above
+
     request = json.load(sys.stdin)
     if request.get("parent") not in (None, os.getppid()):
         sys.exit(EXIT_TERMINATED)  # the parent died before the kernel could be told to end this worker with it
