@@ -59,7 +59,7 @@ def fold_depthwise_scales(graph_def: graph_pb2.GraphDef) -> tuple[graph_pb2.Grap
                 continue
             folds.append((mul, conv, nodes[_source(conv.input[1])], scale_input))
             break
-    scales = _evaluate(graph_def, [scale for *_, scale in folds]) if folds else []
+    scales = _evaluate(graph_def, nodes, [scale for *_, scale in folds]) if folds else []
     done = 0
     for (mul, conv, kernel, _), scale in zip(folds, scales):
         weights = tf.make_ndarray(kernel.attr["value"].tensor)
@@ -122,9 +122,8 @@ class _ConstantCheck:
         return self._known[name]
 
 
-def _evaluate(graph_def: graph_pb2.GraphDef, names: list[str]) -> list[np.ndarray]:
-    """The values of these tensors, each computed from constants alone."""
-    nodes = {node.name: node for node in graph_def.node}
+def _evaluate(graph_def: graph_pb2.GraphDef, nodes: dict, names: list[str]) -> list[np.ndarray]:
+    """The values of these tensors of `graph_def` (`nodes`: its nodes by name), each from constants alone."""
     needed, stack = set(), [_source(n) for n in names]
     while stack:
         name = stack.pop()

@@ -83,8 +83,8 @@ def frozen_forward(model: keras.Model):
     # Keras' stateless call reads the weights from these arrays, which tracing makes constants of the graph.
     trainable = [v.numpy() for v in model.trainable_variables]
     fixed = [v.numpy() for v in model.non_trainable_variables]
-    return fold_forward(_one_graph(model, lambda images: model.stateless_call(trainable, fixed, images,
-                                                                              training=False)[0]))
+    frozen = _one_graph(model, lambda images: model.stateless_call(trainable, fixed, images, training=False)[0])
+    return fold_forward(frozen)
 
 
 # The largest weights `inference_forward` freezes: beyond, constant folding makes the build seconds longer (ResNet50's
