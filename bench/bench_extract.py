@@ -17,6 +17,9 @@ For each, in images/s, every variant in a fresh process:
       runs on a CPU), and PIL (draft + resize) in a thread per core, each way's fastest of two passes;
   L = 1/(1/a + 1/d): the most a CPU can do when decoding and the base share its cores; L0, the same with the
       compiled call over the model's variables (the limit as it stood before featpipe froze the weights);
+  (r) featpipe's own reader alone, as the command runs it: each file read once and checked, its SHA-256 taken,
+      decoded and resized. Not in L: r / d is what the checks and the digest cost, and Lr = 1/(1/a + 1/r) the
+      limit they leave, so that c / L = (Lr / L) x (c / Lr) separates their cost from the command's overlap;
   (c) `featpipe extract` as a user runs it: the whole command's wall clock minus its fixed start-up (the wall
       clock of the same command on the cache it just wrote, twice a round: import, base, dataset listing),
       beside the images/s featpipe records in the cache, and (c-prime) the same minus the wall clock of an extraction
@@ -260,6 +263,17 @@ def child_decode(cfg: dict) -> dict:
                     len(files), warm=True, passes=2)
 
 
+def child_reader(cfg: dict) -> dict:
+    """(r): featpipe's own reader alone, as the command's extraction runs it on a CPU: each file read once and
+    checked, its SHA-256 taken (the digest each row keeps), decoded and resized (featpipe.extraction.image_batches).
+    Not part of L: beside (d), it shows what the checked read and the digest cost."""
+    from featpipe.extraction import image_batches
+
+    files, size = image_files(cfg["root"]), (cfg["image_size"], cfg["image_size"])
+    dataset = image_batches(files, size, cfg["batch_size"], sieve=lambda row, digest: False)  # digests, none known
+    return best_way({"featpipe's reader": lambda: [None for _ in dataset]}, len(files), warm=True, passes=2)
+
+
 def _dct_ratio(path: str, size: tuple[int, int]) -> int:
     """The JPEG DCT reduction featpipe decodes this file at (featpipe.pipeline.jpeg_reduction); 1 if PIL cannot
     read its header."""
@@ -308,7 +322,7 @@ def child_book(cfg: dict) -> dict:
     return {"per_second": len(image_files(cfg["root"])) / wall, "cores": cores}
 
 
-CHILDREN = {"forward": child_forward, "decode": child_decode, "book": child_book}
+CHILDREN = {"forward": child_forward, "decode": child_decode, "reader": child_reader, "book": child_book}
 
 
 class BenchError(Exception):
@@ -405,6 +419,7 @@ def bench_case(root: Path, title: str, args, work: Path) -> dict:
     variants = {
         "a": lambda: run_child("forward", cfg, onednn=True),
         "d": lambda: run_child("decode", cfg, onednn=True),
+        "r": lambda: run_child("reader", cfg, onednn=True),
         "c": lambda: run_command(cfg, work),
     }
     if args.backbone.startswith("keras:"):  # the book's loop is written for keras.applications
@@ -422,6 +437,7 @@ def bench_case(root: Path, title: str, args, work: Path) -> dict:
     best["c"] = command_figures(runs["c"])
     for name, forward in (("L", best["a"]), ("L0", best["a"]["ways"]["compiled call"])):
         best[name] = {"per_second": limit(forward["per_second"], best["d"]["per_second"])}
+    best["Lr"] = {"per_second": limit(best["a"]["per_second"], best["r"]["per_second"])}
     best.update(title=title, base_dominates=best["a"]["per_second"] < best["d"]["per_second"],
                 by_round=ratios_by_round(runs))
     return best
@@ -438,6 +454,8 @@ def report(r: dict, args) -> None:
         *[(f"      {name}", way) for name, way in r["d"]["ways"].items()],
         ("L   limit when both share the CPU: 1/(1/a + 1/d)", r["L"]),
         ("L0  the same, a the compiled call over the variables", r["L0"]),
+        ("(r) featpipe's reader alone: checked read + SHA-256 + decode + resize", r["r"]),
+        ("Lr  the limit with featpipe's reader for d: 1/(1/a + 1/r)", r["Lr"]),
         (f"(c) featpipe extract: (N / (wall {c['wall']:.1f} s - start-up {c['startup']:.1f} s))", c),
         ("    featpipe's recorded images/s (in the cache)", {"per_second": c["recorded"]}),
         (f"(c-prime) once started: (N - n) / (wall - {c['started']:.1f} s for n, one image per class and split)",
@@ -456,6 +474,13 @@ def report(r: dict, args) -> None:
     print(f"  {'recorded / L':<70} {c['recorded'] / r['L']['per_second']:7.2f}")
     print(f"  {'c / L0':<70} {c['per_second'] / r['L0']['per_second']:7.2f}")
     print(f"  {'c-prime / L':<70} {c['once_started'] / r['L']['per_second']:7.2f}")
+    # c / L is (Lr / L) x (c / Lr): what the checks and the digest cost, times how near the command comes to the
+    # limit its own reader sets.
+    for label, ratio in (("r / d: featpipe's reader against the plain decode",
+                          r["r"]["per_second"] / r["d"]["per_second"]),
+                         ("c / Lr: the command against the limit with its own reader",
+                          c["per_second"] / r["Lr"]["per_second"])):
+        print(f"  {label:<70} {ratio:7.2f}")
     if "b" in r and "error" not in r["b"]:
         c_b = c["per_second"] / r["b"]["per_second"]
         target = f"(target >= 2.00: {verdict(c_b >= 2)})" if r["base_dominates"] else ""

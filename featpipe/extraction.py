@@ -563,17 +563,8 @@ def _forward_rows(extraction: Extraction, forward, files: list[str], rows: np.nd
     the base share the cores: one batch is decoded ahead, by threads running below the base's priority
     (featpipe.low_priority), so that decoding fills the moments the base leaves idle instead of slowing it."""
     on_cpu = not runtime.gpus()
-    cores = threads or available_cores()
-    dataset = indexed_images(files, extraction.backbone.image_size, extraction.crop_to_aspect_ratio, rows,
-                             sieve=sieve, parallel=cores if on_cpu else None)
-    dataset = dataset.batch(extraction.batch_size).prefetch(1) if on_cpu else batched(dataset, extraction.batch_size)
-    options = tf.data.Options()
-    if threads:  # several workers on one machine divide its cores instead of each taking them all
-        options.threading.private_threadpool_size = threads
-    if on_cpu:  # no buffers sized by tf.data's autotuner: the one batch ahead is all the cores have room for
-        options.autotune.enabled = False
-        options.experimental_optimization.inject_prefetch = False
-    dataset = dataset.with_options(options)
+    dataset = image_batches(files, extraction.backbone.image_size, extraction.batch_size, rows=rows,
+                            crop_to_aspect_ratio=extraction.crop_to_aspect_ratio, sieve=sieve, threads=threads)
     batches = iterate_below(dataset) if on_cpu else iter(dataset)
     early = deque()
     if on_cpu:  # while the base is still being built and traced (on one core), decode a few batches on the rest
@@ -585,6 +576,25 @@ def _forward_rows(extraction: Extraction, forward, files: list[str], rows: np.nd
             early.append(batch)
     for images, batch_rows in chain(early, batches):
         yield forward(images).numpy(), batch_rows.numpy()
+
+
+def image_batches(files: list[str], image_size: tuple[int, int], batch_size: int, *, rows: np.ndarray | None = None,
+                  crop_to_aspect_ratio: bool = False, sieve=None, threads: int | None = None) -> tf.data.Dataset:
+    """(images, rows) batches of `rows` of `files` as an extraction feeds them to its base: read, checked and
+    decoded by featpipe.pipeline.indexed_images. On a GPU, tf.data sizes the buffers. On a CPU, one decoder per
+    core (`threads`, if given: several workers on one machine divide its cores) and one batch ahead."""
+    on_cpu = not runtime.gpus()
+    cores = threads or available_cores()
+    dataset = indexed_images(files, image_size, crop_to_aspect_ratio, rows, sieve=sieve,
+                             parallel=cores if on_cpu else None)
+    dataset = dataset.batch(batch_size).prefetch(1) if on_cpu else batched(dataset, batch_size)
+    options = tf.data.Options()
+    if threads:  # several workers on one machine divide its cores instead of each taking them all
+        options.threading.private_threadpool_size = threads
+    if on_cpu:  # no buffers sized by tf.data's autotuner: the one batch ahead is all the cores have room for
+        options.autotune.enabled = False
+        options.experimental_optimization.inject_prefetch = False
+    return dataset.with_options(options)
 
 
 class _PartBuffer:

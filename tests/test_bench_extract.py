@@ -106,9 +106,13 @@ def test_bench_on_your_data_with_your_base(corrupt_dataset, tiny_model_file):
     assert out.returncode == 0, out.stderr[-2000:]
     n = sum(len(split) for split in load_image_folder(corrupt_dataset).splits.values())
     assert f"== {corrupt_dataset}: {n} images -> {tiny_model_file} at 32, batch 4, random weights ==" in out.stdout
-    rates = dict(re.findall(r"^  (\(\w+(?:-prime)?\)|L |L0 ) .*?(-?[\d.]+|nan) img/s", out.stdout, re.M))
-    assert set(rates) == {"(a)", "(d)", "L ", "L0 ", "(c)", "(c-prime)"}, out.stdout
-    assert all(float(rates[k]) > 0 for k in ("(a)", "(d)", "L "))
+    rates = dict(re.findall(r"^  (\(\w+(?:-prime)?\)|L |L0 |Lr ) .*?(-?[\d.]+|nan) img/s", out.stdout, re.M))
+    assert set(rates) == {"(a)", "(d)", "(r)", "L ", "L0 ", "Lr ", "(c)", "(c-prime)"}, out.stdout
+    assert all(float(rates[k]) > 0 for k in ("(a)", "(d)", "(r)", "L ", "Lr "))
+    assert float(rates["Lr "]) == pytest.approx(1 / (1 / float(rates["(a)"]) + 1 / float(rates["(r)"])), rel=2e-3)
+    assert re.search(r"^  r / d: featpipe's reader against the plain decode +\d+\.\d\d$", out.stdout, re.M)
+    assert re.search(r"^  c / Lr: the command against the limit with its own reader +(\d+\.\d\d|nan)$", out.stdout,
+                     re.M)
     # On 27 images the command's own figures are within the start-up's noise (a loaded machine can make the fresh
     # run quicker than a cache hit): a rate, or NaN, never a negative one.
     assert all(float(rates[k]) > 0 or math.isnan(float(rates[k])) for k in ("(c)", "(c-prime)"))

@@ -165,6 +165,23 @@ def test_one_stream_through_every_split_equals_one_image_at_a_time(corrupt_datas
         assert f"{split}: {len(files)}/{len(files)} images" in err
 
 
+def test_image_batches_are_the_usable_rows_in_order_with_a_cpus_options(corrupt_dataset):
+    files = [str(corrupt_dataset / p) for p in load_image_folder(corrupt_dataset).splits["train"].paths]
+    seen = {}
+    dataset = extraction_module.image_batches(files, (8, 6), 4, rows=np.arange(1, len(files)), threads=1,
+                                              sieve=lambda row, digest: seen.setdefault(row, digest) and False)
+    batches = [(images.numpy(), rows.numpy()) for images, rows in dataset]
+    usable = [row for _, row in indexed_images(files, (8, 6), rows=np.arange(1, len(files))).as_numpy_iterator()]
+    assert np.concatenate([rows for _, rows in batches]).tolist() == usable == sorted(usable)
+    assert len(usable) < len(files) - 1  # the corrupt files are dropped, not batched
+    assert [len(rows) for _, rows in batches] == [len(usable[i : i + 4]) for i in range(0, len(usable), 4)]
+    assert all(images.shape[1:] == (8, 6, 3) and images.dtype == np.float32 for images, _ in batches)
+    assert set(usable) <= set(seen) and all(len(digest) == 32 for digest in seen.values())  # every usable row sieved
+    options = dataset.options()  # on a CPU: one decoder per given thread, no autotuned buffers
+    assert options.threading.private_threadpool_size == 1
+    assert options.autotune.enabled is False and options.experimental_optimization.inject_prefetch is False
+
+
 def test_the_base_is_prepared_once_in_the_background_and_its_failure_is_raised():
     made = []
     forward = extraction_module.Prepared(lambda: made.append(threading.current_thread().name) or (lambda x: x + 1))
