@@ -129,16 +129,19 @@ def read_regular_file(path: str, max_bytes: int) -> bytes:
             raise UnusableFile("empty file")
         if info.st_size > max_bytes:
             raise UnusableFile(f"file of {info.st_size} bytes exceeds the {max_bytes}-byte limit")
-        chunks, left = [], info.st_size + 1  # one byte more than expected tells a file that grew
-        while left > 0:
+        # Each read asks for one byte more than is left, which tells a file that grew; once the expected bytes are
+        # in, no read for the end of the file follows (a system call per file saved): the fstat after tells a file
+        # that changed since.
+        chunks, got = [], 0
+        while got < info.st_size:
             try:
-                chunk = os.read(fd, min(left, 1 << 24))
+                chunk = os.read(fd, min(info.st_size + 1 - got, 1 << 24))
             except OSError as e:
                 raise UnusableFile(f"read error: {e.strerror}") from None
             if not chunk:
                 break
             chunks.append(chunk)
-            left -= len(chunk)
+            got += len(chunk)
         data = b"".join(chunks)
         after = os.fstat(fd)
     finally:

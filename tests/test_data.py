@@ -4,7 +4,7 @@ import time
 import pytest
 
 from conftest import make_dataset, make_image
-from featpipe.data import load_image_folder
+from featpipe.data import UnusableFile, load_image_folder, read_regular_file
 from featpipe.errors import FeatpipeError
 
 
@@ -143,3 +143,40 @@ def test_training_needs_two_classes_with_images(tmp_path):
     with pytest.raises(FeatpipeError, match="has one class \\(cat\\)"):
         one.require_classes()
     load_image_folder(make_dataset(tmp_path / "two")).require_classes()
+
+
+def test_a_file_that_changes_while_read_is_skipped(tmp_path, monkeypatch):
+    path = make_image(tmp_path / "moving.png", (1, 2, 3))
+    real_read = os.read
+
+    def read_and_grow(fd, n):
+        chunk = real_read(fd, n)
+        with open(path, "ab") as f:
+            f.write(b"appended by another process")
+        return chunk
+
+    monkeypatch.setattr(os, "read", read_and_grow)
+    with pytest.raises(UnusableFile, match="file changed while being read"):
+        read_regular_file(str(path), 1 << 20)
+
+
+def test_a_whole_file_is_one_read_and_one_that_shrank_is_skipped(tmp_path, monkeypatch):
+    path = make_image(tmp_path / "still.png", (1, 2, 3))
+    real_read, asked = os.read, []
+
+    def counted_read(fd, n):
+        asked.append(n)
+        return real_read(fd, n)
+
+    monkeypatch.setattr(os, "read", counted_read)
+    assert read_regular_file(str(path), 1 << 20) == path.read_bytes()
+    assert asked == [path.stat().st_size + 1]  # one byte more than expected, and no read for the end
+
+    def read_and_truncate(fd, n):
+        chunk = real_read(fd, n)
+        os.truncate(path, 10)
+        return chunk[:10]
+
+    monkeypatch.setattr(os, "read", read_and_truncate)
+    with pytest.raises(UnusableFile, match="file changed while being read"):
+        read_regular_file(str(path), 1 << 20)

@@ -82,7 +82,7 @@ import socket  # noqa: E402
 
 import pytest  # noqa: E402
 
-from featpipe.data import UnusableFile, read_regular_file  # noqa: E402
+from featpipe.data import UnusableFile  # noqa: E402
 from featpipe.pipeline import check_header, max_pixels, read_image  # noqa: E402
 from hostile_fixtures import png_bomb  # noqa: E402
 
@@ -150,21 +150,6 @@ def test_gif_frames_count_towards_the_cap(tmp_path):
     with pytest.raises(UnusableFile, match="100x100 pixels x 20 frames"):
         check_header(data, 100 * 100 * 10)
     check_header(data, 100 * 100 * 20)
-
-
-def test_a_file_that_changes_while_read_is_skipped(tmp_path, monkeypatch):
-    path = make_image(tmp_path / "moving.png", (1, 2, 3))
-    real_read = os.read
-
-    def read_and_grow(fd, n):
-        chunk = real_read(fd, n)
-        with open(path, "ab") as f:
-            f.write(b"appended by another process")
-        return chunk
-
-    monkeypatch.setattr(os, "read", read_and_grow)
-    with pytest.raises(UnusableFile, match="file changed while being read"):
-        read_regular_file(str(path), 1 << 20)
 
 
 def test_an_unreadable_file_is_skipped(tmp_path, monkeypatch):
