@@ -475,9 +475,11 @@ def report(r: dict, args) -> None:
     print(f"  {'c / L0':<70} {c['per_second'] / r['L0']['per_second']:7.2f}")
     print(f"  {'c-prime / L':<70} {c['once_started'] / r['L']['per_second']:7.2f}")
     # c / L is (Lr / L) x (c / Lr): what the checks and the digest cost, times how near the command comes to the
-    # limit its own reader sets.
+    # limit its own reader sets. Lr / L is thus the most c / L can be with the reader the cache's rows need.
     for label, ratio in (("r / d: featpipe's reader against the plain decode",
                           r["r"]["per_second"] / r["d"]["per_second"]),
+                         ("Lr / L: the most c / L can be with featpipe's checked reader",
+                          r["Lr"]["per_second"] / r["L"]["per_second"]),
                          ("c / Lr: the command against the limit with its own reader",
                           c["per_second"] / r["Lr"]["per_second"])):
         print(f"  {label:<70} {ratio:7.2f}")

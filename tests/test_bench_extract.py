@@ -111,6 +111,8 @@ def test_bench_on_your_data_with_your_base(corrupt_dataset, tiny_model_file):
     assert all(float(rates[k]) > 0 for k in ("(a)", "(d)", "(r)", "L ", "Lr "))
     assert float(rates["Lr "]) == pytest.approx(1 / (1 / float(rates["(a)"]) + 1 / float(rates["(r)"])), rel=2e-3)
     assert re.search(r"^  r / d: featpipe's reader against the plain decode +\d+\.\d\d$", out.stdout, re.M)
+    ceiling = re.search(r"^  Lr / L: the most c / L can be with featpipe's checked reader +(\d+\.\d\d)$", out.stdout, re.M)
+    assert ceiling and float(ceiling[1]) == pytest.approx(float(rates["Lr "]) / float(rates["L "]), abs=0.006)
     assert re.search(r"^  c / Lr: the command against the limit with its own reader +(\d+\.\d\d|nan)$", out.stdout,
                      re.M)
     # On 27 images the command's own figures are within the start-up's noise (a loaded machine can make the fresh
